@@ -1,0 +1,47 @@
+# asterisk-agent: `make demo` and `make test` install everything they need (as root on Debian 12).
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+DEB_PACKAGES := mmdebstrap uidmap util-linux python3-venv
+CALLS ?= 10
+
+.PHONY: demo test lint typecheck unit pbx-root debian-packages install bench clean
+
+$(BIN)/.installed: pyproject.toml
+	@$(MAKE) --no-print-directory debian-packages
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	$(BIN)/pip install -q -e '.[dev]'
+	@touch $@
+
+install: $(BIN)/.installed
+
+debian-packages:
+	@missing=""; for p in $(DEB_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
+	if [ -n "$$missing" ]; then \
+		echo "installing Debian packages:$$missing"; \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing; \
+	fi
+
+pbx-root: install
+	$(BIN)/asterisk-agent pbx build
+
+demo: pbx-root
+	$(BIN)/asterisk-agent demo --calls $(CALLS) --json demo-result.json
+
+lint: install
+	$(BIN)/ruff check .
+	$(BIN)/mypy
+
+test: pbx-root lint
+	$(BIN)/pytest -ra --durations=10
+
+unit: install
+	$(BIN)/pytest tests/unit -q
+
+bench: pbx-root
+	$(BIN)/python bench/setup_bench.py --json bench/results/setup.json --markdown BENCHMARKS.md
+
+clean:
+	-$(BIN)/asterisk-agent pbx down
+	rm -rf $(VENV) .pbx

@@ -1,0 +1,3 @@
+from asterisk_agent.cli import main
+
+raise SystemExit(main())

@@ -1,0 +1,201 @@
+"""The CallManager: one Session per inbound caller channel, events routed by channel and resource id,
+resync after every (re)connect of the event stream.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Iterable
+
+from asterisk_agent.ari import requests as ari
+from asterisk_agent.ari.client import AriClient
+from asterisk_agent.ari.errors import AriError, AriNotFound
+from asterisk_agent.ari.events import Channel, Event, PlaybackFinished, PlaybackStarted, StasisStart, channel_id_of
+from asterisk_agent.ari.ids import IdFactory
+from asterisk_agent.calls.session import EndReason, Session, SessionOptions
+from asterisk_agent.config import Settings
+
+log = logging.getLogger(__name__)
+
+INBOUND = "inbound"
+
+
+def stasis_args(channel: Channel, app: str) -> tuple[str, ...] | None:
+    """The Stasis arguments of a channel sitting in ``app``, read from its dialplan location (for resync)."""
+    location = channel.dialplan
+    if location.app_name.lower() != "stasis":
+        return None
+    parts = [part.strip() for part in location.app_data.split(",")]
+    if not parts or parts[0] != app:
+        return None
+    return tuple(parts[1:])
+
+
+class CallManager:
+    def __init__(self, client: AriClient, settings: Settings, *, ids: IdFactory | None = None) -> None:
+        self.client = client
+        self.settings = settings
+        self.app = settings.ari.app
+        self.ids = ids or IdFactory(settings.instance_id)
+        self.sessions: dict[str, Session] = {}  # caller channel id -> session
+        self.finished: list[Session] = []
+        self.unroutable = 0
+        self.resyncs = 0
+        self._accepting = True
+        self._tasks: set[asyncio.Task[None]] = set()
+
+    # --- event stream hooks -----------------------------------------------------------------------------
+
+    def handle(self, event: Event) -> None:
+        if isinstance(event, StasisStart):
+            self._on_stasis_start(event)
+            return
+        session = self._owner(event)
+        if session is not None:
+            session.deliver(event)
+
+    def disconnected(self) -> None:
+        log.warning("event stream down: %d sessions wait for the resync", len(self.sessions))
+
+    async def connected(self) -> None:
+        try:
+            await self.resync()
+        except AriError as exc:
+            log.error("resync failed: %s (next connect tries again)", exc)
+
+    # --- routing ----------------------------------------------------------------------------------------
+
+    def _owner(self, event: Event) -> Session | None:
+        channel_id = channel_id_of(event)
+        if channel_id is not None:
+            session = self.sessions.get(channel_id)
+            if session is not None:
+                return session
+            for session in self.sessions.values():
+                if session.owns(channel_id):
+                    return session
+            return None
+        if isinstance(event, PlaybackStarted | PlaybackFinished):
+            for session in self.sessions.values():
+                if session.owns(event.playback_id):
+                    return session
+        return None
+
+    def _on_stasis_start(self, event: StasisStart) -> None:
+        channel = event.channel
+        if self.ids.owns(channel.id):
+            session = self._owner(event)
+            if session is not None:
+                session.deliver(event)
+            return  # one of ours (externalMedia, snoop, originated): never a caller
+        if not event.args or event.args[0] != INBOUND:
+            log.warning("StasisStart without 'inbound,<DID>' args (%s): ignored", ",".join(event.args))
+            self.unroutable += 1
+            return
+        if channel.id in self.sessions:
+            return  # already adopted during a resync
+        did = event.args[1] if len(event.args) > 1 else channel.dialplan.exten
+        self._start_session(channel, did, adopted=False)
+
+    def _start_session(self, channel: Channel, did: str, *, adopted: bool) -> Session | None:
+        if not self._accepting:
+            self._spawn(self._send_on(channel.id, did), "send-on")
+            return None
+        account = self.settings.account_for(did)
+        if account is None:
+            log.warning("no account owns the dialled number; sent to the fallback")
+            self._spawn(self._send_on(channel.id, did), "send-on")
+            return None
+        conf = self.settings.accounts[account]
+        timers = self.settings.timers
+        options = SessionOptions(
+            call_max_ms=timers.call_max_ms,
+            digit_timeout_ms=timers.digit_timeout_ms,
+            teardown_timeout_ms=timers.teardown_timeout_ms,
+            dtmf_duration_ms=timers.dtmf_duration_ms,
+            greeting=conf.greeting,
+            digits_max=conf.digits_max,
+            fallback_context=self.settings.fallback_context,
+        )
+        session = Session(
+            client=self.client, ids=self.ids, options=options, caller=channel, did=did, account=account,
+            adopted=adopted, on_end=self._on_session_end,
+        )
+        self.sessions[channel.id] = session
+        session.start()
+        log.info("session %s started (account %s%s)", session.id, account, ", adopted" if adopted else "")
+        return session
+
+    def _on_session_end(self, session: Session) -> None:
+        if self.sessions.get(session.caller.id) is session:
+            del self.sessions[session.caller.id]
+        self.finished.append(session)
+        del self.finished[:-1000]
+
+    async def _send_on(self, channel_id: str, did: str) -> None:
+        with contextlib.suppress(AriNotFound):
+            await self.client.send(
+                ari.continue_in_dialplan(
+                    channel_id, context=self.settings.fallback_context, extension=did, priority=1
+                )
+            )
+
+    def _spawn(self, coro: object, name: str) -> None:
+        task: asyncio.Task[None] = asyncio.ensure_future(coro)  # type: ignore[arg-type]
+        task.set_name(name)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    # --- resync -----------------------------------------------------------------------------------------
+
+    async def resync(self) -> None:
+        """Reconcile with what Asterisk has now: adopt callers without a session, end sessions whose caller
+        is gone, remove resources of ours that no live session owns."""
+        self.resyncs += 1
+        channels = [Channel.from_json(raw) for raw in await self.client.channels()]
+        present = {channel.id: channel for channel in channels}
+        for caller_id, session in list(self.sessions.items()):
+            if caller_id not in present:
+                log.info("resync: session %s lost its caller while the stream was down", session.id)
+                session.caller_left(EndReason.VANISHED)
+        adopted = 0
+        for channel in channels:
+            if self.ids.owns(channel.id) or channel.id in self.sessions:
+                continue
+            args = stasis_args(channel, self.app)
+            if args is None or not args or args[0] != INBOUND:
+                continue
+            did = args[1] if len(args) > 1 else channel.dialplan.exten
+            if self._start_session(channel, did, adopted=True) is not None:
+                adopted += 1
+        owned = set().union(*(s.ledger.ids() for s in self.sessions.values())) if self.sessions else set()
+        swept = await self._sweep(
+            (c.id for c in channels if self.ids.owns(c.id) and c.id not in owned),
+            (b["id"] for b in await self.client.bridges() if self.ids.owns(str(b.get("id", "")))
+             and b["id"] not in owned),
+        )
+        log.info("resync: %d sessions live, %d adopted, %d leftovers removed", len(self.sessions), adopted, swept)
+
+    async def _sweep(self, channel_ids: Iterable[str], bridge_ids: Iterable[str]) -> int:
+        removed = 0
+        for channel_id in list(channel_ids):
+            removed += await self.client.delete_quietly(ari.hangup(channel_id, reason="normal"))
+        for bridge_id in list(bridge_ids):
+            removed += await self.client.delete_quietly(ari.destroy_bridge(bridge_id))
+        return removed
+
+    # --- shutdown ---------------------------------------------------------------------------------------
+
+    async def shutdown(self, *, send_callers_on: bool = True) -> None:
+        """End every session: callers go on to the dialplan's fallback (or are hung up), resources removed."""
+        self._accepting = False
+        sessions = list(self.sessions.values())
+        await asyncio.gather(
+            *(s.end(EndReason.WORKER_SHUTDOWN, continue_to_fallback=send_callers_on) for s in sessions),
+            return_exceptions=True,
+        )
+        for task in list(self._tasks):
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await task

@@ -1,0 +1,325 @@
+"""One caller's session: its state, its tasks and a ledger of every Asterisk resource it creates.
+
+At this stage a session answers, greets the caller with a prompt built from its own state (the dialled number
+and a per-call token), collects DTMF digits, reads them back (as speech and as DTMF the caller's side can
+check), and ends after ``call_max_ms`` or when the caller hangs up. Every exit reaches :meth:`Session.end`,
+which is idempotent.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import secrets
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from enum import Enum
+
+from asterisk_agent.ari import requests as ari
+from asterisk_agent.ari.client import AriClient
+from asterisk_agent.ari.errors import AriConflict, AriError, AriNotFound
+from asterisk_agent.ari.events import (
+    Channel,
+    ChannelDestroyed,
+    ChannelDtmfReceived,
+    ChannelHangupRequest,
+    Event,
+    PlaybackFinished,
+    StasisEnd,
+)
+from asterisk_agent.ari.ids import IdFactory
+from asterisk_agent.calls.ledger import Kind, Ledger
+
+log = logging.getLogger(__name__)
+
+
+class CallState(Enum):
+    NEW = "new"
+    ANSWERING = "answering"
+    GREETING = "greeting"
+    COLLECTING = "collecting"
+    READING_BACK = "reading_back"
+    ENDING = "ending"
+    ENDED = "ended"
+
+
+class EndReason(Enum):
+    CALLER_HANGUP = "caller_hangup"
+    MAX_DURATION = "max_duration"
+    WORKER_SHUTDOWN = "worker_shutdown"
+    VANISHED = "vanished"  # the channel was gone when the worker resynced
+    ERROR = "error"
+
+
+@dataclass(frozen=True)
+class SessionOptions:
+    call_max_ms: int
+    digit_timeout_ms: int
+    teardown_timeout_ms: int
+    dtmf_duration_ms: int
+    greeting: str
+    digits_max: int
+    fallback_context: str
+
+
+@dataclass
+class SessionEvent:
+    at: float  # seconds since the session started
+    what: str
+    detail: str = ""
+
+
+class _CallerGone(Exception):
+    pass
+
+
+@dataclass
+class Session:
+    client: AriClient
+    ids: IdFactory
+    options: SessionOptions
+    caller: Channel
+    did: str
+    account: str
+    adopted: bool = False
+    on_end: Callable[[Session], None] | None = None
+
+    id: str = field(default_factory=lambda: uuid.uuid4().hex)
+    token: str = field(default_factory=lambda: f"{secrets.randbelow(10_000):04d}")
+    state: CallState = CallState.NEW
+    digits: str = ""
+    readbacks: list[str] = field(default_factory=list)
+    history: list[SessionEvent] = field(default_factory=list)
+    end_reason: EndReason | None = None
+    setup_ms: float | None = None
+    ledger: Ledger = field(default_factory=Ledger)
+
+    def __post_init__(self) -> None:
+        self._started = time.monotonic()
+        self._events: asyncio.Queue[Event] = asyncio.Queue()
+        self._playbacks: dict[str, asyncio.Future[str]] = {}
+        self._key = asyncio.Event()  # set while a caller's key waits in the queue unread
+        self._task: asyncio.Task[None] | None = None
+        self._ended = asyncio.Event()
+        self._ending = False
+        self._caller_gone = False
+        self.ledger.record(Kind.CHANNEL, self.caller.id, "caller")
+
+    # --- ownership --------------------------------------------------------------------------------------
+
+    def start(self) -> asyncio.Task[None]:
+        if self._task is None:
+            self._task = asyncio.create_task(self._run(), name=f"session-{self.id}")
+        return self._task
+
+    async def wait_ended(self) -> None:
+        await self._ended.wait()
+
+    @property
+    def ended(self) -> bool:
+        return self._ended.is_set()
+
+    def owns(self, resource_id: str) -> bool:
+        return resource_id in self.ledger.ids()
+
+    def note(self, what: str, detail: str = "") -> None:
+        self.history.append(SessionEvent(round(time.monotonic() - self._started, 4), what, detail))
+
+    # --- events -----------------------------------------------------------------------------------------
+
+    def deliver(self, event: Event) -> None:
+        """Called by the CallManager for every event about this session's channels or playbacks."""
+        if isinstance(event, PlaybackFinished):
+            waiter = self._playbacks.pop(event.playback_id, None)
+            self.ledger.mark_released(event.playback_id)
+            if waiter is not None and not waiter.done():
+                waiter.set_result(event.state)
+            return
+        if isinstance(event, ChannelHangupRequest | StasisEnd | ChannelDestroyed):
+            if event.channel.id == self.caller.id:
+                self.caller_left()
+            return
+        if isinstance(event, ChannelDtmfReceived):
+            self._key.set()
+        self._events.put_nowait(event)
+
+    def caller_left(self, reason: EndReason = EndReason.CALLER_HANGUP) -> None:
+        """The caller's channel is gone (hangup, or not found at resync): end the session."""
+        if self._caller_gone:
+            return
+        self._caller_gone = True
+        self.ledger.mark_released(self.caller.id)
+        self.note("caller_left", reason.value)
+        if self.end_reason is None:
+            self.end_reason = reason
+        if self._task is not None and not self._task.done():
+            self._task.cancel()
+        elif self._task is None:
+            asyncio.get_running_loop().create_task(self.end(reason), name=f"session-end-{self.id}")
+
+    # --- the call ---------------------------------------------------------------------------------------
+
+    async def _run(self) -> None:
+        reason = EndReason.MAX_DURATION
+        try:
+            async with asyncio.timeout(self.options.call_max_ms / 1000):
+                await self._converse()
+        except TimeoutError:
+            reason = EndReason.MAX_DURATION
+        except _CallerGone:
+            reason = EndReason.CALLER_HANGUP
+        except asyncio.CancelledError:
+            reason = self.end_reason or EndReason.WORKER_SHUTDOWN
+        except AriError as exc:
+            log.warning("session %s: ARI error: %s", self.id, exc)
+            self.note("error", str(exc))
+            reason = EndReason.ERROR
+        except Exception:
+            log.exception("session %s failed", self.id)
+            reason = EndReason.ERROR
+        finally:
+            await asyncio.shield(self.end(reason))
+
+    async def _converse(self) -> None:
+        self.state = CallState.ANSWERING
+        if self.caller.state != "Up":
+            await self._call(ari.answer(self.caller.id))
+            self.setup_ms = round((time.monotonic() - self._started) * 1000, 2)
+            self.note("answered", f"{self.setup_ms} ms")
+        else:
+            self.note("adopted_up")
+        self.state = CallState.GREETING
+        if self.adopted and self.caller.state == "Up":
+            greeting = ["sound:one-moment-please"]
+        else:
+            greeting = [f"sound:{self.options.greeting}", f"digits:{self.did}", f"digits:{self.token}"]
+        await self._play(greeting, interruptible=True)
+        while True:
+            self.state = CallState.COLLECTING
+            digits = await self._collect_digits()
+            if not digits:
+                continue
+            self.state = CallState.READING_BACK
+            self.digits = digits
+            self.readbacks.append(digits)
+            self.note("digits", digits)
+            await self._read_back(digits)
+
+    async def _collect_digits(self) -> str:
+        collected = ""
+        timeout = None  # wait for the first key without limit; then inter-digit timeout
+        while len(collected) < self.options.digits_max:
+            try:
+                async with asyncio.timeout(timeout):
+                    event = await self._events.get()
+            except TimeoutError:
+                break
+            finally:
+                if self._events.empty():
+                    self._key.clear()
+            if not isinstance(event, ChannelDtmfReceived) or event.channel.id != self.caller.id:
+                continue
+            if event.digit == "#":
+                break
+            if event.digit == "*":
+                collected = ""
+                continue
+            collected += event.digit
+            timeout = self.options.digit_timeout_ms / 1000
+        return collected
+
+    async def _read_back(self, digits: str) -> None:
+        # Digit by digit: a channel sending a digit string cannot be hung up until the string is out.
+        for digit in digits:
+            await self._call(ari.send_dtmf(self.caller.id, digit, duration_ms=self.options.dtmf_duration_ms))
+        await self._play([f"digits:{digits}"], interruptible=False)
+
+    async def _play(self, media: list[str], *, interruptible: bool) -> None:
+        """Play prompts in turn; with ``interruptible`` a key from the caller stops them (barge-in)."""
+        for uri in media:
+            if interruptible and self._key.is_set():
+                return
+            playback_id = self.ids.new("pb")
+            self.ledger.record(Kind.PLAYBACK, playback_id, "prompt")
+            finished: asyncio.Future[str] = asyncio.get_running_loop().create_future()
+            self._playbacks[playback_id] = finished
+            await self._call(ari.play_on_channel(self.caller.id, uri, playback_id=playback_id))
+            if not interruptible:
+                await finished
+                continue
+            key = asyncio.ensure_future(self._key.wait())
+            try:
+                await asyncio.wait({finished, key}, return_when=asyncio.FIRST_COMPLETED)
+            finally:
+                key.cancel()
+            if not finished.done():
+                await self._stop_playback(playback_id)
+                return
+
+    async def _stop_playback(self, playback_id: str) -> None:
+        self._playbacks.pop(playback_id, None)
+        try:
+            await self.client.send(ari.stop_playback(playback_id))
+        except AriError as exc:
+            # 404: already finished. 500 "Could not stop playback": it ended while we asked. Either way gone.
+            if exc.status not in (404, 500):
+                raise
+        self.ledger.mark_released(playback_id)
+
+    async def _call(self, request: ari.AriRequest) -> object:
+        if self._caller_gone:
+            raise _CallerGone
+        try:
+            return await self.client.send(request)
+        except (AriNotFound, AriConflict) as exc:
+            # The caller's channel vanished under us (hangup racing our request).
+            if self._caller_gone or exc.path.startswith(f"/channels/{self.caller.id}"):
+                raise _CallerGone from exc
+            raise
+
+    # --- the end ----------------------------------------------------------------------------------------
+
+    async def end(self, reason: EndReason, *, continue_to_fallback: bool = False) -> None:
+        """Idempotent teardown: stop tasks, remove every resource in the ledger, tell the manager."""
+        if self._ending:
+            await self._ended.wait()
+            return
+        self._ending = True
+        if self.end_reason is None:
+            self.end_reason = reason
+        self.state = CallState.ENDING
+        current = asyncio.current_task()
+        if self._task is not None and self._task is not current and not self._task.done():
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await self._task
+        for waiter in self._playbacks.values():
+            waiter.cancel()
+        self._playbacks.clear()
+        try:
+            async with asyncio.timeout(self.options.teardown_timeout_ms / 1000):
+                if continue_to_fallback and not self._caller_gone:
+                    with contextlib.suppress(AriNotFound, AriConflict):
+                        await self.client.send(
+                            ari.continue_in_dialplan(
+                                self.caller.id, context=self.options.fallback_context, extension=self.did,
+                                priority=1,
+                            )
+                        )
+                    self.ledger.mark_released(self.caller.id)
+                    self.note("sent_to_fallback", self.options.fallback_context)
+                errors = await self.ledger.release_all(self.client)
+                for error in errors:
+                    self.note("teardown_error", error)
+        except TimeoutError:
+            log.error("session %s: teardown timed out; resources left: %s", self.id, self.ledger.ids())
+            self.note("teardown_timeout")
+        self.state = CallState.ENDED
+        self.note("ended", self.end_reason.value if self.end_reason else reason.value)
+        log.info("session %s ended: %s", self.id, self.end_reason.value if self.end_reason else reason.value)
+        self._ended.set()
+        if self.on_end is not None:
+            self.on_end(self)

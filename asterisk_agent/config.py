@@ -1,0 +1,248 @@
+"""Worker configuration: one YAML file plus environment overrides, validated on load.
+
+Environment variables override the file: ``ASTERISK_AGENT_ARI__PASSWORD=...`` sets ``ari.password``
+(prefix ``ASTERISK_AGENT_``, ``__`` between nested keys).
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import re
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
+
+ENV_PREFIX = "ASTERISK_AGENT_"
+SAMPLE_ARI_PASSWORD = "change-me-ari-password"  # noqa: S105 - the sample's placeholder, refused off loopback
+_ID_PREFIX = re.compile(r"^[a-z][a-z0-9-]{1,15}$")
+_NUMBER_PATTERN = re.compile(r"^(\+?[0-9*#]+|_[0-9XZN.!\[\]\-+*#]+)$")
+
+
+class ConfigError(Exception):
+    """A configuration that cannot be used; the message names the file, the key and the reason."""
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class AriConfig(_Strict):
+    url: str = "http://127.0.0.1:8088"
+    username: str = "asterisk-agent"
+    password: str = SAMPLE_ARI_PASSWORD
+    app: str = Field(default="asterisk-agent", pattern=r"^[A-Za-z0-9_.-]{1,64}$")
+    request_timeout_ms: int = Field(default=5000, ge=50, le=120_000)
+    connect_timeout_ms: int = Field(default=3000, ge=50, le=120_000)
+    max_connections: int = Field(default=8, ge=1, le=64)
+    reconnect_min_ms: int = Field(default=100, ge=1)
+    reconnect_max_ms: int = Field(default=5000, ge=1)
+
+    @field_validator("url")
+    @classmethod
+    def _http_url(cls, value: str) -> str:
+        parts = urlsplit(value)
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            raise ValueError("must be an http:// or https:// URL with a host, e.g. http://127.0.0.1:8088")
+        return value.rstrip("/")
+
+    @model_validator(mode="after")
+    def _backoff_order(self) -> AriConfig:
+        if self.reconnect_max_ms < self.reconnect_min_ms:
+            raise ValueError("reconnect_max_ms must be at least reconnect_min_ms")
+        return self
+
+    @property
+    def host(self) -> str:
+        return urlsplit(self.url).hostname or ""
+
+
+class MediaConfig(_Strict):
+    bind_address: str = "127.0.0.1"
+    advertised_address: str = "127.0.0.1"
+    port_min: int = Field(default=40000, ge=1024, le=65535)
+    port_max: int = Field(default=40999, ge=1024, le=65535)
+    codec: str = Field(default="ulaw", pattern=r"^(ulaw|alaw|slin16)$")
+
+    @field_validator("bind_address", "advertised_address")
+    @classmethod
+    def _ip(cls, value: str) -> str:
+        try:
+            ipaddress.ip_address(value)
+        except ValueError as exc:
+            raise ValueError(f"{value!r} is not an IP address") from exc
+        return value
+
+    @model_validator(mode="after")
+    def _range(self) -> MediaConfig:
+        if self.port_max <= self.port_min:
+            raise ValueError("port_max must be greater than port_min")
+        return self
+
+
+class TimersConfig(_Strict):
+    """Every timer in milliseconds, so tests can run them fast."""
+
+    call_max_ms: int = Field(default=300_000, ge=100)
+    digit_timeout_ms: int = Field(default=3000, ge=50)
+    answer_timeout_ms: int = Field(default=5000, ge=50)
+    teardown_timeout_ms: int = Field(default=5000, ge=50)
+    dtmf_duration_ms: int = Field(default=100, ge=40, le=1000)
+
+
+class AccountConfig(_Strict):
+    numbers: list[str] = Field(min_length=1)
+    greeting: str = Field(default="hello-world", pattern=r"^[A-Za-z0-9_/-]+$")
+    digits_max: int = Field(default=8, ge=1, le=32)
+
+    @field_validator("numbers")
+    @classmethod
+    def _numbers(cls, values: list[str]) -> list[str]:
+        for value in values:
+            if not _NUMBER_PATTERN.match(value):
+                raise ValueError(f"{value!r} is neither a number nor an Asterisk pattern like _2XXX")
+        return values
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(
+        env_prefix=ENV_PREFIX, env_nested_delimiter="__", extra="forbid", frozen=True
+    )
+
+    instance_id: str = "aa"
+    ari: AriConfig = AriConfig()
+    media: MediaConfig = MediaConfig()
+    timers: TimersConfig = TimersConfig()
+    accounts: dict[str, AccountConfig] = Field(
+        default_factory=lambda: {"default": AccountConfig(numbers=["_X."])}
+    )
+    fallback_context: str = Field(default="agent-fallback", pattern=r"^[A-Za-z0-9_-]+$")
+    log_level: str = Field(default="INFO", pattern=r"^(DEBUG|INFO|WARNING|ERROR)$")
+
+    @field_validator("instance_id")
+    @classmethod
+    def _prefix(cls, value: str) -> str:
+        if not _ID_PREFIX.match(value):
+            raise ValueError("must be 2-16 characters: a lowercase letter, then lowercase letters, digits, '-'")
+        return value
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        # Environment first, so it overrides what the file (passed as init values) says.
+        return (env_settings, init_settings)
+
+    def account_for(self, number: str) -> str | None:
+        """The account that owns a dialled number: exact numbers win over patterns, then the longest pattern."""
+        best: tuple[int, str] | None = None
+        for name, account in self.accounts.items():
+            for candidate in account.numbers:
+                if candidate == number:
+                    return name
+                if candidate.startswith("_") and match_pattern(candidate, number):
+                    rank = len(candidate)
+                    if best is None or rank > best[0]:
+                        best = (rank, name)
+        return best[1] if best else None
+
+
+_PATTERN_CLASSES = {"X": "[0-9]", "Z": "[1-9]", "N": "[2-9]"}
+
+
+def match_pattern(pattern: str, number: str) -> bool:
+    """Match a dialled number against an Asterisk extension pattern such as ``_2XXX`` or ``_9.``."""
+    if not pattern.startswith("_"):
+        return pattern == number
+    regex = []
+    body = pattern[1:]
+    i = 0
+    while i < len(body):
+        char = body[i]
+        if char in _PATTERN_CLASSES:
+            regex.append(_PATTERN_CLASSES[char])
+        elif char == ".":
+            regex.append(".+")
+        elif char == "!":
+            regex.append(".*")
+        elif char == "[":
+            end = body.index("]", i)
+            regex.append("[" + re.escape(body[i + 1 : end]).replace("\\-", "-") + "]")
+            i = end
+        else:
+            regex.append(re.escape(char))
+        i += 1
+    return re.fullmatch("".join(regex), number) is not None
+
+
+def _format_errors(source: str, error: ValidationError) -> str:
+    lines = []
+    for item in error.errors():
+        key = ".".join(str(part) for part in item["loc"]) or "(top level)"
+        message = item["msg"].removeprefix("Value error, ")
+        if item["type"] == "extra_forbidden":
+            message = "unknown key"
+        lines.append(f"{source}: {key}: {message}")
+    return "\n".join(lines)
+
+
+def load_config(path: str | Path | None = None) -> Settings:
+    """Load and validate the configuration file (or only the defaults and environment when path is None)."""
+    data: dict[str, Any] = {}
+    source = "environment"
+    if path is not None:
+        source = str(path)
+        try:
+            text = Path(path).read_text(encoding="utf-8")
+        except OSError as exc:
+            raise ConfigError(f"{source}: cannot read: {exc.strerror}") from exc
+        try:
+            loaded = yaml.safe_load(text)
+        except yaml.YAMLError as exc:
+            mark = getattr(exc, "problem_mark", None)
+            where = f" line {mark.line + 1}" if mark is not None else ""
+            raise ConfigError(f"{source}:{where}: not valid YAML: {getattr(exc, 'problem', exc)}") from exc
+        if loaded is None:
+            loaded = {}
+        if not isinstance(loaded, dict):
+            raise ConfigError(f"{source}: the top level must be a mapping of keys")
+        data = loaded
+    try:
+        return Settings(**data)
+    except ValidationError as exc:
+        raise ConfigError(_format_errors(source, exc)) from None
+
+
+def _is_loopback(host: str) -> bool:
+    if host in ("localhost", "localhost.localdomain"):
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def deployment_problems(settings: Settings) -> tuple[list[str], list[str]]:
+    """Errors and warnings about how a valid configuration would be deployed."""
+    errors: list[str] = []
+    warnings: list[str] = []
+    ari_loopback = _is_loopback(settings.ari.host)
+    if settings.ari.password == SAMPLE_ARI_PASSWORD and not ari_loopback:
+        errors.append(
+            "ari.password: still the sample's placeholder while ari.url points off this machine; "
+            "set the password from your ari.conf"
+        )
+    if _is_loopback(settings.media.advertised_address) and not ari_loopback:
+        warnings.append(
+            "media.advertised_address: loopback is advertised to an Asterisk on another host; "
+            "it will send the call's audio to itself"
+        )
+    return errors, warnings

@@ -1,0 +1,1 @@
+"""The private Asterisk: root build, instances, test-bed fixtures, simulated callers."""

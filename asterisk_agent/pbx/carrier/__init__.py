@@ -1,0 +1,1 @@
+"""The carrier: simulated callers and human agents."""

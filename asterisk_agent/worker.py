@@ -1,0 +1,85 @@
+"""The worker: ARI client + event stream + CallManager, run until stopped."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import signal
+
+from asterisk_agent.ari.client import AriClient
+from asterisk_agent.ari.errors import ApplicationReplaced, AriAuthError
+from asterisk_agent.ari.stream import EventStream
+from asterisk_agent.calls.manager import CallManager
+from asterisk_agent.config import Settings
+
+log = logging.getLogger(__name__)
+
+
+class Worker:
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        ari = settings.ari
+        self.client = AriClient(
+            ari.url, ari.username, ari.password, request_timeout_ms=ari.request_timeout_ms,
+            connect_timeout_ms=ari.connect_timeout_ms, max_connections=ari.max_connections,
+        )
+        self.manager = CallManager(self.client, settings)
+        self.stream = EventStream(
+            self.client, ari.app, self.manager, reconnect_min_ms=ari.reconnect_min_ms,
+            reconnect_max_ms=ari.reconnect_max_ms,
+        )
+        self._task: asyncio.Task[None] | None = None
+
+    async def start(self) -> None:
+        """Check ARI credentials, then start the event stream in the background."""
+        await self.client.info()
+        self._task = asyncio.create_task(self.stream.run(), name="ari-events")
+
+    async def wait_connected(self, timeout_s: float = 10.0) -> None:
+        assert self._task is not None
+        waiter = asyncio.ensure_future(self.stream.wait_connected())
+        done, _ = await asyncio.wait({waiter, self._task}, timeout=timeout_s, return_when=asyncio.FIRST_COMPLETED)
+        if waiter not in done:
+            waiter.cancel()
+            if self._task in done:
+                self._task.result()
+            raise TimeoutError("the ARI event stream did not connect")
+
+    async def wait(self) -> None:
+        """Until the event stream stops (ApplicationReplaced raises here)."""
+        assert self._task is not None
+        await self._task
+
+    async def stop(self, *, send_callers_on: bool = True) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError, ApplicationReplaced):
+                await self._task
+        await self.manager.shutdown(send_callers_on=send_callers_on)
+        await self.client.close()
+
+
+async def run_worker(settings: Settings) -> int:
+    """The ``asterisk-agent run`` command: 0 on a clean stop, 2 on ApplicationReplaced, 3 on bad credentials."""
+    worker = Worker(settings)
+    try:
+        await worker.start()
+    except AriAuthError:
+        log.error("ARI refused the user %r: wrong ARI user or password (check ari.conf)", settings.ari.username)
+        await worker.client.close()
+        return 3
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(signum, stop.set)
+    stopper = asyncio.ensure_future(stop.wait())
+    runner = asyncio.ensure_future(worker.wait())
+    await asyncio.wait({stopper, runner}, return_when=asyncio.FIRST_COMPLETED)
+    code = 0
+    if runner.done() and isinstance(runner.exception(), ApplicationReplaced):
+        log.error("%s", runner.exception())
+        code = 2
+    stopper.cancel()
+    await worker.stop(send_callers_on=True)
+    return code
