@@ -17,10 +17,10 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from asterisk_agent.ari.client import AriClient
-from asterisk_agent.config import Settings
+from asterisk_agent.config import AccountConfig, AriConfig, Settings, TimersConfig
+from asterisk_agent.pbx.audit import audit
 from asterisk_agent.pbx.carrier.callers import Carrier, SimulatedCaller
 from asterisk_agent.pbx.instances import TestBed
-from asterisk_agent.pbx.audit import audit
 from asterisk_agent.pbx.root import PbxError, asterisk_version, build_root, default_home
 from asterisk_agent.worker import Worker
 
@@ -77,9 +77,9 @@ async def _demo(bed: TestBed, calls: int) -> tuple[list[CallResult], list[str], 
     creds = bed.pbx.credentials
     settings = Settings(
         instance_id="demo",
-        ari={"url": bed.pbx.ari_url, "username": creds.ari_user, "password": creds.ari_password},
-        timers={"call_max_ms": 120_000, "digit_timeout_ms": 3000},
-        accounts={"demo": {"numbers": [DEMO_DID], "greeting": "hello-world"}},
+        ari=AriConfig(url=bed.pbx.ari_url, username=creds.ari_user, password=creds.ari_password),
+        timers=TimersConfig(call_max_ms=120_000, digit_timeout_ms=3000),
+        accounts={"demo": AccountConfig(numbers=[DEMO_DID], greeting="hello-world")},
     )
     worker = Worker(settings)
     await worker.start()

@@ -95,7 +95,7 @@ class EventStream:
                     if self._connected.is_set():
                         self._connected.clear()
                         self._handler.disconnected()
-                await asyncio.sleep(delay * random.uniform(0.5, 1.0))  # noqa: ASYNC110 - backoff, not a poll
+                await asyncio.sleep(delay * random.uniform(0.5, 1.0))
                 delay = min(self._max, delay * 2)
 
     async def _pump(self, ws: aiohttp.ClientWebSocketResponse) -> None:

@@ -7,12 +7,19 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Iterable
+from collections.abc import Coroutine, Iterable
 
 from asterisk_agent.ari import requests as ari
 from asterisk_agent.ari.client import AriClient
 from asterisk_agent.ari.errors import AriError, AriNotFound
-from asterisk_agent.ari.events import Channel, Event, PlaybackFinished, PlaybackStarted, StasisStart, channel_id_of
+from asterisk_agent.ari.events import (
+    Channel,
+    Event,
+    PlaybackFinished,
+    PlaybackStarted,
+    StasisStart,
+    channel_id_of,
+)
 from asterisk_agent.ari.ids import IdFactory
 from asterisk_agent.calls.session import EndReason, Session, SessionOptions
 from asterisk_agent.config import Settings
@@ -142,9 +149,8 @@ class CallManager:
                 )
             )
 
-    def _spawn(self, coro: object, name: str) -> None:
-        task: asyncio.Task[None] = asyncio.ensure_future(coro)  # type: ignore[arg-type]
-        task.set_name(name)
+    def _spawn(self, coro: Coroutine[object, object, None], name: str) -> None:
+        task = asyncio.get_running_loop().create_task(coro, name=name)
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 

@@ -100,7 +100,7 @@ class Session:
     def __post_init__(self) -> None:
         self._started = time.monotonic()
         self._events: asyncio.Queue[Event] = asyncio.Queue()
-        self._playbacks: dict[str, asyncio.Future[str]] = {}
+        self._playbacks: dict[str, asyncio.Future[object]] = {}
         self._key = asyncio.Event()  # set while a caller's key waits in the queue unread
         self._task: asyncio.Task[None] | None = None
         self._ended = asyncio.Event()
@@ -181,7 +181,8 @@ class Session:
             log.exception("session %s failed", self.id)
             reason = EndReason.ERROR
         finally:
-            await asyncio.shield(self.end(reason))
+            if not self._ending:  # otherwise end() is already running and waits for this task
+                await asyncio.shield(self.end(reason))
 
     async def _converse(self) -> None:
         self.state = CallState.ANSWERING
@@ -244,15 +245,15 @@ class Session:
                 return
             playback_id = self.ids.new("pb")
             self.ledger.record(Kind.PLAYBACK, playback_id, "prompt")
-            finished: asyncio.Future[str] = asyncio.get_running_loop().create_future()
+            finished: asyncio.Future[object] = asyncio.get_running_loop().create_future()
             self._playbacks[playback_id] = finished
             await self._call(ari.play_on_channel(self.caller.id, uri, playback_id=playback_id))
             if not interruptible:
                 await finished
                 continue
-            key = asyncio.ensure_future(self._key.wait())
+            key: asyncio.Future[object] = asyncio.ensure_future(self._key.wait())
             try:
-                await asyncio.wait({finished, key}, return_when=asyncio.FIRST_COMPLETED)
+                await asyncio.wait([finished, key], return_when=asyncio.FIRST_COMPLETED)
             finally:
                 key.cancel()
             if not finished.done():

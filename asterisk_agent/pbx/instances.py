@@ -11,6 +11,7 @@ nothing outside the project's ``.pbx/`` folder is touched and the mount vanishes
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
@@ -21,11 +22,12 @@ import time
 import urllib.error
 import urllib.request
 from base64 import b64encode
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass
 from importlib import resources
 from pathlib import Path
 
-from asterisk_agent.pbx.root import PbxError, root_dir
+from asterisk_agent.pbx.root import PbxError, root_dir, write_name_service
 
 PBX = "pbx"
 CARRIER = "carrier"
@@ -52,6 +54,12 @@ class PortPlan:
 
     pbx: Ports
     carrier: Ports
+    slot: int = 0
+
+    @property
+    def folder_name(self) -> str:
+        """The instances folder of this slot (bind-mounted at ROOT/inst), so side-by-side suites never share."""
+        return "inst" if self.slot == 0 else f"inst-{self.slot}"
 
     @classmethod
     def for_slot(cls, slot: int) -> PortPlan:
@@ -62,6 +70,7 @@ class PortPlan:
         return cls(
             pbx=Ports(5060 + step, 8088 + step, 5038 + step, rtp, rtp + 4999),
             carrier=Ports(5062 + step, 8090 + step, 5040 + step, rtp + 5000, rtp + 9999),
+            slot=slot,
         )
 
     @classmethod
@@ -101,7 +110,7 @@ def _template(instance: str, name: str) -> str:
     return resources.files("asterisk_agent.pbx").joinpath("templates").joinpath(instance).joinpath(name).read_text()
 
 
-def _fill(text: str, values: dict[str, object]) -> str:
+def _fill(text: str, values: Mapping[str, object]) -> str:
     for key, value in values.items():
         text = text.replace(f"@@{key}@@", str(value))
     leftover = re.search(r"@@[A-Z_]+@@", text)
@@ -113,16 +122,19 @@ def _fill(text: str, values: dict[str, object]) -> str:
 class Instance:
     """One Asterisk process of the test bed."""
 
-    def __init__(self, name: str, home: Path, ports: Ports, credentials: Credentials) -> None:
+    def __init__(
+        self, name: str, home: Path, ports: Ports, credentials: Credentials, folder_name: str = "inst"
+    ) -> None:
         self.name = name
         self.home = home
+        self.folder_name = folder_name
         self.ports = ports
         self.credentials = credentials
         self.process: subprocess.Popen[bytes] | None = None
 
     @property
     def folder(self) -> Path:
-        return self.home / "inst" / self.name
+        return self.home / self.folder_name / self.name
 
     @property
     def ari_url(self) -> str:
@@ -193,7 +205,7 @@ class Instance:
         if os.geteuid() != 0:
             unshare.insert(1, "-r")
         script = 'mount --bind "$0" "$1/inst" && exec chroot "$1" asterisk -C "$2" -f -n'
-        return [*unshare, "sh", "-c", script, str(self.home / "inst"), str(root),
+        return [*unshare, "sh", "-c", script, str(self.home / self.folder_name), str(root),
                 f"/inst/{self.name}/etc/asterisk.conf"]
 
     def start(self, *, timeout_s: float = 20.0) -> None:
@@ -203,7 +215,7 @@ class Instance:
             raise PbxError("the private Asterisk root is not built: run `asterisk-agent pbx build` as root")
         self.stop_stale()
         log = (self.folder / "log" / "console.log").open("wb")
-        self.process = subprocess.Popen(  # noqa: S603 - fixed argument list
+        self.process = subprocess.Popen(
             self.command(root), stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
             start_new_session=True,
         )
@@ -224,7 +236,7 @@ class Instance:
 
     def ari_answers(self) -> bool:
         token = b64encode(f"{self.credentials.ari_user}:{self.credentials.ari_password}".encode()).decode()
-        request = urllib.request.Request(
+        request = urllib.request.Request(  # noqa: S310 - an http:// URL we built
             f"{self.ari_url}/ari/asterisk/info", headers={"Authorization": f"Basic {token}"}
         )
         try:
@@ -255,7 +267,7 @@ class Instance:
         nsenter = ["nsenter", "-t", str(pid), "-m"]
         if os.geteuid() != 0:
             nsenter[1:1] = ["-U", "--preserve-credentials"]
-        result = subprocess.run(  # noqa: S603
+        result = subprocess.run(
             [*nsenter, "chroot", str(root), "asterisk", "-C", f"/inst/{self.name}/etc/asterisk.conf", "-rx", command],
             capture_output=True, text=True, timeout=timeout_s, check=False,
         )
@@ -265,20 +277,16 @@ class Instance:
         """``core stop now``; SIGTERM then SIGKILL by pid as the last resort."""
         pid = self.process.pid if self.process else self.recorded_pid()
         if pid is not None and _alive(pid):
-            try:
+            with contextlib.suppress(PbxError, subprocess.TimeoutExpired):
                 self.cli("core stop now", timeout_s=timeout_s)
-            except (PbxError, subprocess.TimeoutExpired):
-                pass
             if not self._wait_gone(pid, timeout_s):
                 _signal(pid, signal.SIGTERM)
                 if not self._wait_gone(pid, 2.0):
                     _signal(pid, signal.SIGKILL)
                     self._wait_gone(pid, 2.0)
         if self.process is not None:
-            try:
+            with contextlib.suppress(subprocess.TimeoutExpired):
                 self.process.wait(timeout=2)
-            except subprocess.TimeoutExpired:
-                pass
             self.process = None
         self.pid_file.unlink(missing_ok=True)
 
@@ -313,10 +321,8 @@ def _alive(pid: int) -> bool:
 
 
 def _signal(pid: int, signum: int) -> None:
-    try:
+    with contextlib.suppress(ProcessLookupError):
         os.kill(pid, signum)
-    except ProcessLookupError:
-        pass
 
 
 @dataclass
@@ -336,11 +342,12 @@ class TestBed:
         carrier_creds = Credentials("carrier", "carrier-ari-secret", "carrier", "carrier-ami-secret")
         return cls(
             home=home, dialplan=dialplan.resolve(), plan=plan,
-            pbx=Instance(PBX, home, plan.pbx, pbx_creds),
-            carrier=Instance(CARRIER, home, plan.carrier, carrier_creds),
+            pbx=Instance(PBX, home, plan.pbx, pbx_creds, plan.folder_name),
+            carrier=Instance(CARRIER, home, plan.carrier, carrier_creds, plan.folder_name),
         )
 
     def start(self) -> None:
+        write_name_service(root_dir(self.home))
         self.pbx.render_pbx(self.dialplan, self.plan.carrier)
         self.carrier.render_carrier(self.dialplan, self.plan.pbx)
         self.pbx.start()

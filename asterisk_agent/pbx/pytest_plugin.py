@@ -21,7 +21,6 @@ from asterisk_agent.pbx.instances import TestBed
 from asterisk_agent.pbx.root import asterisk_version, build_root, default_home
 
 
-
 def pytest_report_header(config: pytest.Config) -> str:
     return f"asterisk: {asterisk_version(default_home())} (private test bed, {default_home()})"
 

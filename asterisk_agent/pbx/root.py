@@ -9,7 +9,9 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 import shutil
+import socket
 import subprocess
 from pathlib import Path
 
@@ -60,6 +62,28 @@ def asterisk_version(home: Path) -> str:
         return "unknown"
 
 
+def write_name_service(root: Path) -> None:
+    """Names resolve from the root's own files only: Asterisk looks up this host's name on every call, and
+    with the builder's resolver copied in, each lookup waits seconds for a DNS server that is not there."""
+    hostname = socket.gethostname()
+    hosts = f"127.0.0.1 localhost\n::1 localhost ip6-localhost\n127.0.1.1 {hostname}\n"
+    etc = root / "etc"
+    if not (etc / "hosts").exists() or (etc / "hosts").read_text() != hosts:
+        (etc / "hosts").write_text(hosts)
+    resolv = "# no name server: the private Asterisk resolves only from /etc/hosts\noptions timeout:1 attempts:1\n"
+    if (etc / "resolv.conf").is_symlink() or not (etc / "resolv.conf").exists() or (
+        (etc / "resolv.conf").read_text() != resolv
+    ):
+        (etc / "resolv.conf").unlink(missing_ok=True)
+        (etc / "resolv.conf").write_text(resolv)
+    nsswitch = etc / "nsswitch.conf"
+    if nsswitch.exists():
+        text = nsswitch.read_text()
+        fixed = re.sub(r"(?m)^hosts:.*$", "hosts:          files", text)
+        if fixed != text:
+            nsswitch.write_text(fixed)
+
+
 def build_root(home: Path, *, force: bool = False, log_path: Path | None = None) -> Path:
     """Build (or reuse) the root. Needs root privileges and mmdebstrap; raises PbxError with the reason."""
     root = root_dir(home)
@@ -94,7 +118,7 @@ def build_root(home: Path, *, force: bool = False, log_path: Path | None = None)
         if any(s in text for s in ("Could not resolve", "Failed to fetch", "Temporary failure", "Unable to connect")):
             raise PbxError(f"the Debian package registry cannot be reached; see {log_path}")
         raise PbxError(f"mmdebstrap failed (exit {result.returncode}); see {log_path}")
-    (partial / "etc" / "hosts").write_text("127.0.0.1 localhost\n::1 localhost\n")
+    write_name_service(partial)
     (partial / "inst").mkdir(exist_ok=True)
     version = subprocess.run(
         ["chroot", str(partial), "asterisk", "-V"], capture_output=True, text=True, check=False

@@ -95,10 +95,10 @@ class SimulatedCaller:
                 if self.gone.done():
                     break
                 self._dtmf_changed.clear()
-                gone = asyncio.ensure_future(asyncio.shield(self.gone))
-                changed = asyncio.ensure_future(self._dtmf_changed.wait())
+                gone: asyncio.Future[object] = asyncio.ensure_future(asyncio.shield(self.gone))
+                changed: asyncio.Future[object] = asyncio.ensure_future(self._dtmf_changed.wait())
                 try:
-                    await asyncio.wait({gone, changed}, return_when=asyncio.FIRST_COMPLETED)
+                    await asyncio.wait([gone, changed], return_when=asyncio.FIRST_COMPLETED)
                 finally:
                     gone.cancel()
                     changed.cancel()
@@ -186,10 +186,13 @@ class Carrier:
         caller = self.callers.get(channel.id)
         if caller is not None:
             caller.on_event(event)
-        agent = self.agents.get(channel.id)
-        if agent is not None and isinstance(event, ChannelDestroyed | ChannelHangupRequest):
-            if not agent.gone.done():
-                agent.gone.set_result(event.cause)
+        reached = self.agents.get(channel.id)
+        if (
+            reached is not None
+            and isinstance(event, ChannelDestroyed | ChannelHangupRequest)
+            and not reached.gone.done()
+        ):
+            reached.gone.set_result(event.cause)
 
     async def call(self, did: str, *, caller_number: str = "15550100", timeout_s: int = 15) -> SimulatedCaller:
         """Place one call from the outside world to ``did`` on the pbx."""
