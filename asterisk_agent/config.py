@@ -88,7 +88,7 @@ class TimersConfig(_Strict):
 
     call_max_ms: int = Field(default=300_000, ge=100)
     digit_timeout_ms: int = Field(default=3000, ge=50)
-    answer_timeout_ms: int = Field(default=5000, ge=50)
+    answer_delay_ms: int = Field(default=0, ge=0, le=60_000)  # ring this long before answering
     teardown_timeout_ms: int = Field(default=5000, ge=50)
     dtmf_duration_ms: int = Field(default=100, ge=40, le=1000)
 

@@ -52,6 +52,13 @@ class CallManager:
         self.resyncs = 0
         self._accepting = True
         self._tasks: set[asyncio.Task[None]] = set()
+        self._idle = asyncio.Event()
+        self._idle.set()
+
+    async def wait_idle(self, timeout_s: float = 10.0) -> None:
+        """Until no session is live (every one has ended and torn down)."""
+        async with asyncio.timeout(timeout_s):
+            await self._idle.wait()
 
     # --- event stream hooks -----------------------------------------------------------------------------
 
@@ -119,6 +126,7 @@ class CallManager:
         timers = self.settings.timers
         options = SessionOptions(
             call_max_ms=timers.call_max_ms,
+            answer_delay_ms=timers.answer_delay_ms,
             digit_timeout_ms=timers.digit_timeout_ms,
             teardown_timeout_ms=timers.teardown_timeout_ms,
             dtmf_duration_ms=timers.dtmf_duration_ms,
@@ -131,6 +139,7 @@ class CallManager:
             adopted=adopted, on_end=self._on_session_end,
         )
         self.sessions[channel.id] = session
+        self._idle.clear()
         session.start()
         log.info("session %s started (account %s%s)", session.id, account, ", adopted" if adopted else "")
         return session
@@ -140,6 +149,8 @@ class CallManager:
             del self.sessions[session.caller.id]
         self.finished.append(session)
         del self.finished[:-1000]
+        if not self.sessions:
+            self._idle.set()
 
     async def _send_on(self, channel_id: str, did: str) -> None:
         with contextlib.suppress(AriNotFound):

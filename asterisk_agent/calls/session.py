@@ -57,6 +57,7 @@ class EndReason(Enum):
 @dataclass(frozen=True)
 class SessionOptions:
     call_max_ms: int
+    answer_delay_ms: int
     digit_timeout_ms: int
     teardown_timeout_ms: int
     dtmf_duration_ms: int
@@ -187,6 +188,10 @@ class Session:
     async def _converse(self) -> None:
         self.state = CallState.ANSWERING
         if self.caller.state != "Up":
+            if self.options.answer_delay_ms:
+                await self._call(ari.ring(self.caller.id))
+                self.note("ringing")
+                await asyncio.sleep(self.options.answer_delay_ms / 1000)
             await self._call(ari.answer(self.caller.id))
             self.setup_ms = round((time.monotonic() - self._started) * 1000, 2)
             self.note("answered", f"{self.setup_ms} ms")
@@ -257,6 +262,7 @@ class Session:
             finally:
                 key.cancel()
             if not finished.done():
+                self.note("barge_in", uri)
                 await self._stop_playback(playback_id)
                 return
 

@@ -45,6 +45,7 @@ class SimulatedCaller:
         loop = asyncio.get_running_loop()
         self.in_stasis: asyncio.Future[None] = loop.create_future()
         self.answered: asyncio.Future[None] = loop.create_future()
+        self.ringing: asyncio.Future[None] = loop.create_future()
         self.gone: asyncio.Future[int] = loop.create_future()
         self._dtmf_changed = asyncio.Event()
 
@@ -62,6 +63,9 @@ class SimulatedCaller:
         if isinstance(event, StasisStart):
             if not self.in_stasis.done():
                 self.in_stasis.set_result(None)
+        elif isinstance(event, ChannelStateChange) and event.channel.state == "Ringing":
+            if not self.ringing.done():
+                self.ringing.set_result(None)
         elif isinstance(event, ChannelStateChange) and event.channel.state == "Up":
             if not self.answered.done():
                 self.answered_at = time.monotonic()
@@ -82,6 +86,10 @@ class SimulatedCaller:
     async def wait_answered(self, timeout_s: float = 10.0) -> None:
         async with asyncio.timeout(timeout_s):
             await asyncio.shield(self.answered)
+
+    async def wait_ringing(self, timeout_s: float = 10.0) -> None:
+        async with asyncio.timeout(timeout_s):
+            await asyncio.shield(self.ringing)
 
     async def send_digits(self, digits: str, *, duration_ms: int = 100) -> None:
         """Send digits one request at a time, so a hangup can come between any two."""
