@@ -91,6 +91,7 @@ class TimersConfig(_Strict):
     answer_delay_ms: int = Field(default=0, ge=0, le=60_000)  # ring this long before answering
     teardown_timeout_ms: int = Field(default=5000, ge=50)
     dtmf_duration_ms: int = Field(default=100, ge=40, le=1000)
+    dtmf_gap_ms: int = Field(default=60, ge=0, le=1000)  # silence between digits we send
 
 
 class AccountConfig(_Strict):
@@ -104,6 +105,7 @@ class AccountConfig(_Strict):
         for value in values:
             if not _NUMBER_PATTERN.match(value):
                 raise ValueError(f"{value!r} is neither a number nor an Asterisk pattern like _2XXX")
+            match_pattern(value, "")  # raises ValueError for an unclosed or empty [...] set
         return values
 
 
@@ -174,7 +176,9 @@ def match_pattern(pattern: str, number: str) -> bool:
         elif char == "!":
             regex.append(".*")
         elif char == "[":
-            end = body.index("]", i)
+            end = body.find("]", i)
+            if end <= i + 1:
+                raise ValueError(f"pattern {pattern!r} has an unclosed or empty [...] set")
             regex.append("[" + re.escape(body[i + 1 : end]).replace("\\-", "-") + "]")
             i = end
         else:
@@ -204,6 +208,8 @@ def load_config(path: str | Path | None = None) -> Settings:
             text = Path(path).read_text(encoding="utf-8")
         except OSError as exc:
             raise ConfigError(f"{source}: cannot read: {exc.strerror}") from exc
+        except UnicodeDecodeError as exc:
+            raise ConfigError(f"{source}: not UTF-8 text (byte {exc.start})") from exc
         try:
             loaded = yaml.safe_load(text)
         except yaml.YAMLError as exc:

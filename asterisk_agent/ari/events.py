@@ -20,6 +20,14 @@ class DialplanLocation:
     app_data: str = ""
 
 
+def _sub_object(data: dict[str, Any], key: str) -> dict[str, Any]:
+    """An optional nested object of a channel; anything but an object (or nothing) is malformed."""
+    value = data.get(key) or {}
+    if not isinstance(value, dict):
+        raise ValueError(f"channel {key} is not an object")
+    return value
+
+
 @dataclass(frozen=True)
 class Channel:
     id: str
@@ -38,9 +46,9 @@ class Channel:
         channel_id = data.get("id")
         if not isinstance(channel_id, str) or not channel_id:
             raise ValueError("channel without id")
-        caller = data.get("caller") or {}
-        connected = data.get("connected") or {}
-        location = data.get("dialplan") or {}
+        caller = _sub_object(data, "caller")
+        connected = _sub_object(data, "connected")
+        location = _sub_object(data, "dialplan")
         try:
             priority = int(location.get("priority", 0))
         except (TypeError, ValueError) as exc:
@@ -165,10 +173,10 @@ class UnknownEvent(Event):
     raw: dict[str, Any]
 
 
-def _str(data: dict[str, Any], key: str) -> str:
+def _str(data: dict[str, Any], key: str, owner: str | None = None) -> str:
     value = data.get(key)
     if not isinstance(value, str):
-        raise ValueError(f"{data.get('type')} without {key}")
+        raise ValueError(f"{owner or data.get('type')} without {key}")
     return value
 
 
@@ -177,6 +185,10 @@ def _obj(data: dict[str, Any], key: str) -> dict[str, Any]:
     if not isinstance(value, dict):
         raise ValueError(f"{data.get('type')} without {key}")
     return value
+
+
+def _channel(data: dict[str, Any], key: str) -> Channel:
+    return Channel.from_json(_obj(data, key))
 
 
 def _int(data: dict[str, Any], key: str, default: int = 0) -> int:
@@ -207,45 +219,46 @@ def parse_event(message: str | bytes) -> Event:
             raise ValueError("StasisStart args is not a list of strings")
         replace = data.get("replace_channel")
         return StasisStart(
-            kind, app, Channel.from_json(data.get("channel")), tuple(args),
+            kind, app, _channel(data, "channel"), tuple(args),
             Channel.from_json(replace) if replace else None,
         )
     if kind == "StasisEnd":
-        return StasisEnd(kind, app, Channel.from_json(data.get("channel")))
+        return StasisEnd(kind, app, _channel(data, "channel"))
     if kind == "ChannelStateChange":
-        return ChannelStateChange(kind, app, Channel.from_json(data.get("channel")))
+        return ChannelStateChange(kind, app, _channel(data, "channel"))
     if kind == "ChannelDtmfReceived":
         digit = _str(data, "digit")
         if len(digit) != 1 or digit not in "0123456789ABCD*#":
             raise ValueError(f"ChannelDtmfReceived digit {digit!r} is not a DTMF digit")
         return ChannelDtmfReceived(
-            kind, app, Channel.from_json(data.get("channel")), digit, _int(data, "duration_ms")
+            kind, app, _channel(data, "channel"), digit, _int(data, "duration_ms")
         )
     if kind == "ChannelHangupRequest":
-        return ChannelHangupRequest(kind, app, Channel.from_json(data.get("channel")), _int(data, "cause"))
+        return ChannelHangupRequest(kind, app, _channel(data, "channel"), _int(data, "cause"))
     if kind == "ChannelDestroyed":
         return ChannelDestroyed(
-            kind, app, Channel.from_json(data.get("channel")), _int(data, "cause"), str(data.get("cause_txt", ""))
+            kind, app, _channel(data, "channel"), _int(data, "cause"), str(data.get("cause_txt", ""))
         )
     if kind in ("ChannelEnteredBridge", "ChannelLeftBridge"):
         bridge = _obj(data, "bridge")
         cls = ChannelEnteredBridge if kind == "ChannelEnteredBridge" else ChannelLeftBridge
-        return cls(kind, app, Channel.from_json(data.get("channel")), _str(bridge, "id"))
+        return cls(kind, app, _channel(data, "channel"), _str(bridge, "id", f"{kind} bridge"))
     if kind == "BridgeDestroyed":
-        return BridgeDestroyed(kind, app, _str(_obj(data, "bridge"), "id"))
+        return BridgeDestroyed(kind, app, _str(_obj(data, "bridge"), "id", f"{kind} bridge"))
     if kind == "PlaybackStarted":
         playback = _obj(data, "playback")
-        return PlaybackStarted(kind, app, _str(playback, "id"), str(playback.get("target_uri", "")))
+        return PlaybackStarted(kind, app, _str(playback, "id", f"{kind} playback"), str(playback.get("target_uri", "")))
     if kind == "PlaybackFinished":
         playback = _obj(data, "playback")
         return PlaybackFinished(
-            kind, app, _str(playback, "id"), str(playback.get("target_uri", "")), str(playback.get("state", ""))
+            kind, app, _str(playback, "id", f"{kind} playback"), str(playback.get("target_uri", "")),
+            str(playback.get("state", "")),
         )
     if kind == "Dial":
-        return Dial(kind, app, Channel.from_json(data.get("peer")), str(data.get("dialstatus", "")))
+        return Dial(kind, app, _channel(data, "peer"), str(data.get("dialstatus", "")))
     if kind in ("RecordingFinished", "RecordingFailed"):
         recording = _obj(data, "recording")
-        name, target = _str(recording, "name"), str(recording.get("target_uri", ""))
+        name, target = _str(recording, "name", f"{kind} recording"), str(recording.get("target_uri", ""))
         if kind == "RecordingFinished":
             return RecordingFinished(kind, app, name, target)
         return RecordingFailed(kind, app, name, target, str(recording.get("cause", "")))

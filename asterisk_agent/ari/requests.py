@@ -176,6 +176,7 @@ def send_dtmf(
     *,
     duration_ms: int | None = None,
     between_ms: int | None = None,
+    before_ms: int | None = None,
 ) -> AriRequest:
     if not dtmf or any(digit not in "0123456789ABCD*#" for digit in dtmf):
         raise ValueError(f"not a DTMF string: {dtmf!r}")
@@ -183,7 +184,7 @@ def send_dtmf(
         "POST",
         "/channels/{channelId}/dtmf",
         {"channelId": channel_id},
-        _q(dtmf=dtmf, duration=duration_ms, between=between_ms),
+        _q(dtmf=dtmf, duration=duration_ms, between=between_ms, before=before_ms),
     )
 
 

@@ -63,6 +63,7 @@ class CallManager:
     # --- event stream hooks -----------------------------------------------------------------------------
 
     def handle(self, event: Event) -> None:
+        log.debug("event %s for %s", event.type, channel_id_of(event))
         if isinstance(event, StasisStart):
             self._on_stasis_start(event)
             return
@@ -130,6 +131,7 @@ class CallManager:
             digit_timeout_ms=timers.digit_timeout_ms,
             teardown_timeout_ms=timers.teardown_timeout_ms,
             dtmf_duration_ms=timers.dtmf_duration_ms,
+            dtmf_gap_ms=timers.dtmf_gap_ms,
             greeting=conf.greeting,
             digits_max=conf.digits_max,
             fallback_context=self.settings.fallback_context,

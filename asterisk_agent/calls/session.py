@@ -61,6 +61,7 @@ class SessionOptions:
     digit_timeout_ms: int
     teardown_timeout_ms: int
     dtmf_duration_ms: int
+    dtmf_gap_ms: int
     greeting: str
     digits_max: int
     fallback_context: str
@@ -239,8 +240,12 @@ class Session:
 
     async def _read_back(self, digits: str) -> None:
         # Digit by digit: a channel sending a digit string cannot be hung up until the string is out.
-        for digit in digits:
-            await self._call(ari.send_dtmf(self.caller.id, digit, duration_ms=self.options.dtmf_duration_ms))
+        for index, digit in enumerate(digits):
+            # A gap before each digit after the first, or a far end may merge two equal digits into one.
+            gap = self.options.dtmf_gap_ms if index else None
+            await self._call(
+                ari.send_dtmf(self.caller.id, digit, duration_ms=self.options.dtmf_duration_ms, before_ms=gap)
+            )
         await self._play([f"digits:{digits}"], interruptible=False)
 
     async def _play(self, media: list[str], *, interruptible: bool) -> None:

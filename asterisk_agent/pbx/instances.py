@@ -329,6 +329,8 @@ def _signal(pid: int, signum: int) -> None:
 class TestBed:
     """Both instances of the private Asterisk, started and stopped together."""
 
+    __test__ = False  # not a pytest test class
+
     home: Path
     dialplan: Path
     plan: PortPlan

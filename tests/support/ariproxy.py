@@ -25,6 +25,7 @@ class _Link:
     client: web.WebSocketResponse
     upstream: aiohttp.ClientWebSocketResponse
     tasks: list[asyncio.Task[None]] = field(default_factory=list)
+    detached: bool = False  # partitioned: the worker side is gone, upstream events are thrown away
 
 
 class AriProxy:
@@ -36,6 +37,7 @@ class AriProxy:
         self.discarded_events = 0
         self._links: list[_Link] = []
         self._orphans: list[aiohttp.ClientWebSocketResponse] = []  # upstream sockets kept during a partition
+        self._detached: list[_Link] = []
         self._http: aiohttp.ClientSession | None = None
         self._runner: web.AppRunner | None = None
         self._hung: list[asyncio.Future[None]] = []
@@ -62,6 +64,8 @@ class AriProxy:
         await self._close_links()
         for orphan in self._orphans:
             await orphan.close()
+        for task in self._detached_tasks():
+            task.cancel()
         if self._runner is not None:
             await self._runner.cleanup()
         if self._http is not None:
@@ -74,11 +78,10 @@ class AriProxy:
         registered (the upstream socket stays open) and its events are thrown away, as on a broken network."""
         self.partitioned = True
         for link in self._links:
-            for task in link.tasks:
-                task.cancel()
-            self._orphans.append(link.upstream)
-            self._spawn_discard(link.upstream)
+            link.detached = True
             await link.client.close()
+        self._orphans += [link.upstream for link in self._links]
+        self._detached += list(self._links)
         self._links.clear()
 
     def heal(self) -> None:
@@ -95,13 +98,6 @@ class AriProxy:
 
     # --- relays -----------------------------------------------------------------------------------------
 
-    def _spawn_discard(self, upstream: aiohttp.ClientWebSocketResponse) -> None:
-        async def discard() -> None:
-            async for _ in upstream:
-                self.discarded_events += 1
-
-        asyncio.get_running_loop().create_task(discard())
-
     async def _events(self, request: web.Request) -> web.StreamResponse:
         if self.partitioned:
             return web.Response(status=503, text="partitioned")
@@ -117,9 +113,12 @@ class AriProxy:
 
         async def down() -> None:
             async for message in upstream:
-                if message.type == aiohttp.WSMsgType.TEXT:
+                if link.detached:
+                    self.discarded_events += 1
+                elif message.type == aiohttp.WSMsgType.TEXT:
                     await client.send_str(message.data)
-            await client.close()
+            if not link.detached:
+                await client.close()
 
         async def up() -> None:
             async for message in client:
@@ -128,7 +127,9 @@ class AriProxy:
 
         link.tasks = [asyncio.create_task(down()), asyncio.create_task(up())]
         await asyncio.wait(link.tasks, return_when=asyncio.FIRST_COMPLETED)
-        if link in self._links:
+        if link.detached:
+            link.tasks[1].cancel()  # the upstream side lives on, discarding, until stop()
+        elif link in self._links:
             self._links.remove(link)
             for task in link.tasks:
                 task.cancel()
@@ -156,6 +157,9 @@ class AriProxy:
             return web.Response(
                 status=response.status, body=payload, content_type=response.content_type or "application/json"
             )
+
+    def _detached_tasks(self) -> list[asyncio.Task[None]]:
+        return [task for link in self._detached for task in link.tasks]
 
     async def _close_links(self) -> None:
         for link in list(self._links):

@@ -93,8 +93,10 @@ class SimulatedCaller:
 
     async def send_digits(self, digits: str, *, duration_ms: int = 100) -> None:
         """Send digits one request at a time, so a hangup can come between any two."""
-        for digit in digits:
-            await self.client.send(ari.send_dtmf(self.channel_id, digit, duration_ms=duration_ms))
+        for index, digit in enumerate(digits):
+            await self.client.send(
+                ari.send_dtmf(self.channel_id, digit, duration_ms=duration_ms, before_ms=60 if index else None)
+            )
 
     async def wait_digits(self, count: int, timeout_s: float = 10.0) -> str:
         """Wait until at least ``count`` DTMF digits were received in all; return them."""
@@ -180,6 +182,7 @@ class Carrier:
         return None
 
     def handle(self, event: Event) -> None:
+        log.debug("carrier event %s %s", event.type, getattr(event, "digit", ""))
         if isinstance(event, StasisStart) and event.args[:1] == ("agent",) and event.channel.id not in self.callers:
             agent = SimulatedAgent(
                 self.client, event.channel.id, event.args[1] if len(event.args) > 1 else "",
@@ -210,11 +213,13 @@ class Carrier:
         await self.client.send(
             ari.create_channel(
                 f"PJSIP/{did}@{self.trunk}", channel_id=channel_id, app=self.app, app_args="caller",
-                formats="ulaw", variables={"CALLERID(num)": caller_number},
+                formats="ulaw",
             )
         )
         async with asyncio.timeout(10):
             await caller.in_stasis  # dialing before StasisStart answers 409 "Channel not in Stasis"
+        # An outgoing PJSIP channel presents its connected line as the caller (the From header).
+        await self.client.send(ari.set_channel_variable(channel_id, "CONNECTEDLINE(num)", caller_number))
         caller.created_at = time.monotonic()
         await self.client.send(ari.dial(channel_id, caller=None, timeout_s=timeout_s))
         return caller
