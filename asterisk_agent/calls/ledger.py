@@ -29,6 +29,7 @@ class Resource:
     id: str
     role: str
     released: bool = False
+    hangup_reason: str = "normal"  # for channels: the cause the far end is told
 
 
 class Ledger:
@@ -73,7 +74,7 @@ class Ledger:
 
 def _release_request(resource: Resource) -> ari.AriRequest:
     if resource.kind is Kind.CHANNEL:
-        return ari.hangup(resource.id, reason="normal")
+        return ari.hangup(resource.id, reason=resource.hangup_reason)
     if resource.kind is Kind.BRIDGE:
         return ari.destroy_bridge(resource.id)
     if resource.kind is Kind.PLAYBACK:

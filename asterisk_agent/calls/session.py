@@ -108,7 +108,7 @@ class Session:
         self._ended = asyncio.Event()
         self._ending = False
         self._caller_gone = False
-        self.ledger.record(Kind.CHANNEL, self.caller.id, "caller")
+        self._caller_resource = self.ledger.record(Kind.CHANNEL, self.caller.id, "caller")
 
     # --- ownership --------------------------------------------------------------------------------------
 
@@ -302,6 +302,9 @@ class Session:
         self._ending = True
         if self.end_reason is None:
             self.end_reason = reason
+        if self.end_reason is EndReason.ERROR and self.setup_ms is None and self.caller.state != "Up":
+            # Never answered: tell the network we could not take the call (503), so it may route elsewhere.
+            self._caller_resource.hangup_reason = "congestion"
         self.state = CallState.ENDING
         current = asyncio.current_task()
         if self._task is not None and self._task is not current and not self._task.done():

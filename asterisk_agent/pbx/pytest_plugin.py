@@ -25,6 +25,19 @@ def pytest_report_header(config: pytest.Config) -> str:
     return f"asterisk: {asterisk_version(default_home())} (private test bed, {default_home()})"
 
 
+ASTERISK_FIXTURES = frozenset({"testbed", "pbx_ari", "carrier_ari", "carrier"})
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Every test that touches the test bed must end with the leak audit."""
+    missing = [
+        item.nodeid for item in items
+        if ASTERISK_FIXTURES & set(getattr(item, "fixturenames", ())) and "leak_audit" not in item.fixturenames  # type: ignore[attr-defined]
+    ]
+    if missing:
+        raise pytest.UsageError("tests touch Asterisk without the leak_audit fixture: " + ", ".join(missing))
+
+
 @pytest.fixture(scope="session")
 def testbed(pytestconfig: pytest.Config) -> Iterator[TestBed]:
     home = default_home()
