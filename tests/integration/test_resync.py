@@ -199,3 +199,28 @@ async def test_the_worker_process_exits_2_when_its_app_is_taken(
         if process.poll() is None:
             process.kill()
             process.wait()
+
+
+async def test_a_worker_stopped_with_sigterm_sends_its_callers_to_the_fallback(
+    testbed: TestBed, carrier: Carrier, pbx_ari: AriClient, tmp_path: Path
+) -> None:
+    process = _start_worker_process(_write_config(testbed, tmp_path), tmp_path / "worker.log")
+    try:
+        await until(lambda: "resync:" in (tmp_path / "worker.log").read_text(), what="the worker to connect")
+        caller = await carrier.call("100", caller_number="15550142")
+        await caller.wait_answered()
+        await caller.send_digits("7#")
+        assert await caller.wait_digits(1) == "7"
+        process.send_signal(signal.SIGTERM)
+        async with asyncio.timeout(10):
+            operator = await carrier.agent_calls.get()  # the caller is not dropped: the fallback rings
+        assert (operator.endpoint, operator.caller_number) == ("operator", "15550142")
+        assert process.wait(timeout=10) == 0
+        assert not caller.gone.done()
+        await operator.answer()
+        await caller.hangup()
+        await operator.gone
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
