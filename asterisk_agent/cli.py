@@ -8,7 +8,7 @@ import logging
 import sys
 from pathlib import Path
 
-from asterisk_agent.config import ConfigError, deployment_problems, load_config
+from asterisk_agent.config import AriConfig, ConfigError, Settings, deployment_problems, load_config
 
 
 def _setup_logging(level: str) -> None:
@@ -17,49 +17,47 @@ def _setup_logging(level: str) -> None:
     )
 
 
+def _load_checked(path: str | None, *, label: str) -> Settings | None:
+    """Load a configuration and report on stderr what would break a deployment; None when unusable."""
+    try:
+        settings = load_config(path)
+    except ConfigError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return None
+    return settings if _deployable(settings, label) else None
+
+
+def _deployable(settings: Settings, label: str) -> bool:
+    errors, warnings = deployment_problems(settings)
+    for warning in warnings:
+        print(f"warning: {label}{warning}", file=sys.stderr)
+    for error in errors:
+        print(f"error: {label}{error}", file=sys.stderr)
+    return not errors
+
+
 def cmd_run(args: argparse.Namespace) -> int:
     from asterisk_agent.worker import run_worker
 
     try:
         settings = load_config(args.config)
-    except ConfigError as exc:
+        flags = {"url": args.ari_url, "username": args.ari_user, "password": args.ari_password}
+        given = {key: value for key, value in flags.items() if value}
+        if given:  # command-line flags win over the file and the environment
+            ari = AriConfig(**{**settings.ari.model_dump(), **given})
+            settings = settings.model_copy(update={"ari": ari})
+    except (ConfigError, ValueError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    overrides = {}
-    if args.ari_url or args.ari_user or args.ari_password:
-        ari = settings.ari.model_dump()
-        ari.update({k: v for k, v in (("url", args.ari_url), ("username", args.ari_user),
-                                      ("password", args.ari_password)) if v})
-        overrides["ari"] = ari
-    if overrides:
-        try:
-            settings = type(settings)(**{**settings.model_dump(), **overrides})
-        except ValueError as exc:
-            print(f"error: {exc}", file=sys.stderr)
-            return 2
-    errors, warnings = deployment_problems(settings)
-    for warning in warnings:
-        print(f"warning: {warning}", file=sys.stderr)
-    if errors:
-        for error in errors:
-            print(f"error: {error}", file=sys.stderr)
+    if not _deployable(settings, ""):
         return 2
     _setup_logging(settings.log_level)
     return asyncio.run(run_worker(settings))
 
 
 def cmd_check_config(args: argparse.Namespace) -> int:
-    try:
-        settings = load_config(args.file)
-    except ConfigError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 1
-    errors, warnings = deployment_problems(settings)
-    for warning in warnings:
-        print(f"warning: {args.file}: {warning}", file=sys.stderr)
-    for error in errors:
-        print(f"error: {args.file}: {error}", file=sys.stderr)
-    if errors:
+    settings = _load_checked(args.file, label=f"{args.file}: ")
+    if settings is None:
         return 1
     print(f"{args.file}: ok ({len(settings.accounts)} accounts, ARI {settings.ari.url}, app {settings.ari.app})")
     return 0

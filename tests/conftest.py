@@ -8,8 +8,18 @@ import pytest_asyncio
 from asterisk_agent.config import Settings
 from asterisk_agent.pbx.instances import TestBed
 from asterisk_agent.worker import Worker
+from tests.support.ariproxy import AriProxy
 
 WorkerFactory = Callable[..., Awaitable[Worker]]
+
+
+@pytest_asyncio.fixture(loop_scope="session")
+async def proxy(testbed: TestBed) -> AsyncIterator[AriProxy]:
+    """A loopback ARI proxy in front of the pbx that tests can partition, inject into and make fail."""
+    ariproxy = AriProxy(testbed.pbx.ari_url)
+    await ariproxy.start()
+    yield ariproxy
+    await ariproxy.stop()
 
 
 def worker_settings(testbed: TestBed, **overrides: Any) -> Settings:

@@ -2,10 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
-
 import pytest
-import pytest_asyncio
 
 from asterisk_agent.ari.errors import AriAuthError
 from asterisk_agent.calls.session import EndReason
@@ -16,14 +13,6 @@ from tests.conftest import worker_settings
 from tests.support.ariproxy import AriProxy
 
 pytestmark = [pytest.mark.asterisk, pytest.mark.usefixtures("leak_audit")]
-
-
-@pytest_asyncio.fixture(loop_scope="session")
-async def proxy(testbed: TestBed) -> AsyncIterator[AriProxy]:
-    ariproxy = AriProxy(testbed.pbx.ari_url)
-    await ariproxy.start()
-    yield ariproxy
-    await ariproxy.stop()
 
 
 async def test_malformed_and_unknown_events_are_logged_and_ignored(

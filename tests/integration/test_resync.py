@@ -7,12 +7,10 @@ import os
 import signal
 import subprocess
 import sys
-from collections.abc import AsyncIterator
 from pathlib import Path
 
 import aiohttp
 import pytest
-import pytest_asyncio
 import yaml
 
 from asterisk_agent.ari import requests as ari
@@ -47,14 +45,6 @@ async def until(predicate, timeout_s: float = 10.0, what: str = "condition") -> 
 async def callers_in_app(pbx: AriClient, state: str | None = None) -> list[Channel]:
     channels = [Channel.from_json(c) for c in await pbx.channels()]
     return [c for c in channels if stasis_args(c, "asterisk-agent") and (state is None or c.state == state)]
-
-
-@pytest_asyncio.fixture(loop_scope="session")
-async def proxy(testbed: TestBed) -> AsyncIterator[AriProxy]:
-    ariproxy = AriProxy(testbed.pbx.ari_url)
-    await ariproxy.start()
-    yield ariproxy
-    await ariproxy.stop()
 
 
 async def test_events_lost_in_a_partition_are_recovered_by_resync(
