@@ -1,0 +1,1 @@
+"""Media: RTP and codecs as pure code, jitter buffer, pacing, the UDP transport."""
