@@ -7,7 +7,7 @@ Only resources that exist since Asterisk 18 are used, unless a function's docstr
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from urllib.parse import quote
 
@@ -188,13 +188,23 @@ def send_dtmf(
     )
 
 
-def play_on_channel(channel_id: str, media: str, *, playback_id: str, lang: str | None = None) -> AriRequest:
-    """Play ``media`` (``sound:``, ``digits:``, ``number:``, ``tone:``, ``recording:`` URIs)."""
+def _media_list(media: str | Sequence[str]) -> str:
+    uris = [media] if isinstance(media, str) else list(media)
+    if not uris or any(not uri or "," in uri for uri in uris):
+        raise ValueError(f"media must be one or more URIs without commas: {media!r}")
+    return ",".join(uris)
+
+
+def play_on_channel(
+    channel_id: str, media: str | Sequence[str], *, playback_id: str, lang: str | None = None
+) -> AriRequest:
+    """Play ``media`` (``sound:``, ``digits:``, ``number:``, ``tone:``, ``recording:`` URIs), several in turn
+    as one playback when given a list."""
     return AriRequest(
         "POST",
         "/channels/{channelId}/play/{playbackId}",
         {"channelId": channel_id, "playbackId": playback_id},
-        _q(media=media, lang=lang),
+        _q(media=_media_list(media), lang=lang),
     )
 
 
@@ -321,12 +331,14 @@ def stop_bridge_moh(bridge_id: str) -> AriRequest:
     return AriRequest("DELETE", "/bridges/{bridgeId}/moh", {"bridgeId": bridge_id})
 
 
-def play_on_bridge(bridge_id: str, media: str, *, playback_id: str, lang: str | None = None) -> AriRequest:
+def play_on_bridge(
+    bridge_id: str, media: str | Sequence[str], *, playback_id: str, lang: str | None = None
+) -> AriRequest:
     return AriRequest(
         "POST",
         "/bridges/{bridgeId}/play/{playbackId}",
         {"bridgeId": bridge_id, "playbackId": playback_id},
-        _q(media=media, lang=lang),
+        _q(media=_media_list(media), lang=lang),
     )
 
 

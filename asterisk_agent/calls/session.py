@@ -249,27 +249,25 @@ class Session:
         await self._play([f"digits:{digits}"], interruptible=False)
 
     async def _play(self, media: list[str], *, interruptible: bool) -> None:
-        """Play prompts in turn; with ``interruptible`` a key from the caller stops them (barge-in)."""
-        for uri in media:
-            if interruptible and self._key.is_set():
-                return
-            playback_id = self.ids.new("pb")
-            self.ledger.record(Kind.PLAYBACK, playback_id, "prompt")
-            finished: asyncio.Future[object] = asyncio.get_running_loop().create_future()
-            self._playbacks[playback_id] = finished
-            await self._call(ari.play_on_channel(self.caller.id, uri, playback_id=playback_id))
-            if not interruptible:
-                await finished
-                continue
-            key: asyncio.Future[object] = asyncio.ensure_future(self._key.wait())
-            try:
-                await asyncio.wait([finished, key], return_when=asyncio.FIRST_COMPLETED)
-            finally:
-                key.cancel()
-            if not finished.done():
-                self.note("barge_in", uri)
-                await self._stop_playback(playback_id)
-                return
+        """Play prompts as one playback (one request); with ``interruptible`` a caller's key stops it."""
+        if interruptible and self._key.is_set():
+            return
+        playback_id = self.ids.new("pb")
+        self.ledger.record(Kind.PLAYBACK, playback_id, "prompt")
+        finished: asyncio.Future[object] = asyncio.get_running_loop().create_future()
+        self._playbacks[playback_id] = finished
+        await self._call(ari.play_on_channel(self.caller.id, media, playback_id=playback_id))
+        if not interruptible:
+            await finished
+            return
+        key: asyncio.Future[object] = asyncio.ensure_future(self._key.wait())
+        try:
+            await asyncio.wait([finished, key], return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            key.cancel()
+        if not finished.done():
+            self.note("barge_in", ",".join(media))
+            await self._stop_playback(playback_id)
 
     async def _stop_playback(self, playback_id: str) -> None:
         self._playbacks.pop(playback_id, None)
