@@ -9,6 +9,7 @@ import logging
 import socket
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import cast
 
 from asterisk_agent.media.rtp import RtpError, RtpPacket, is_rtcp, parse
 
@@ -105,8 +106,7 @@ class RtpEndpoint(asyncio.DatagramProtocol):
 
     # asyncio.DatagramProtocol
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.DatagramTransport)
-        self._transport = transport
+        self._transport = cast(asyncio.DatagramTransport, transport)  # not a subclass at run time on 3.11
         self.local = transport.get_extra_info("sockname")[:2]
 
     def datagram_received(self, data: bytes, addr: tuple[str | int, ...]) -> None:
