@@ -66,6 +66,9 @@ class MediaConfig(_Strict):
     port_min: int = Field(default=40000, ge=1024, le=65535)
     port_max: int = Field(default=40999, ge=1024, le=65535)
     codec: str = Field(default="ulaw", pattern=r"^(ulaw|alaw|slin16)$")
+    # Bridge each caller with an externalMedia leg to this worker (RTP in and out). Off until speech lands.
+    enabled: bool = False
+    jitter_depth_frames: int = Field(default=3, ge=0, le=20)
 
     @field_validator("bind_address", "advertised_address")
     @classmethod

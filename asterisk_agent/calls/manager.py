@@ -23,6 +23,9 @@ from asterisk_agent.ari.events import (
 from asterisk_agent.ari.ids import IdFactory
 from asterisk_agent.calls.session import EndReason, Session, SessionOptions
 from asterisk_agent.config import Settings
+from asterisk_agent.media.leg import MediaContext
+from asterisk_agent.media.pacer import PacingClock
+from asterisk_agent.media.transport import PortPool
 
 log = logging.getLogger(__name__)
 
@@ -54,6 +57,13 @@ class CallManager:
         self._tasks: set[asyncio.Task[None]] = set()
         self._idle = asyncio.Event()
         self._idle.set()
+        self.media: MediaContext | None = None
+        if settings.media.enabled:
+            conf = settings.media
+            self.media = MediaContext(
+                pool=PortPool(conf.bind_address, conf.port_min, conf.port_max), clock=PacingClock(), app=self.app,
+                advertised_address=conf.advertised_address, codec=conf.codec, jitter_depth=conf.jitter_depth_frames,
+            )
 
     async def wait_idle(self, timeout_s: float = 10.0) -> None:
         """Until no session is live (every one has ended and torn down)."""
@@ -138,8 +148,10 @@ class CallManager:
         )
         session = Session(
             client=self.client, ids=self.ids, options=options, caller=channel, did=did, account=account,
-            adopted=adopted, on_end=self._on_session_end,
+            adopted=adopted, on_end=self._on_session_end, media=self.media,
         )
+        if self.media is not None and not self.media.clock.running:
+            self.media.clock.start()
         self.sessions[channel.id] = session
         self._idle.clear()
         session.start()
@@ -218,3 +230,5 @@ class CallManager:
         for task in list(self._tasks):
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await task
+        if self.media is not None:
+            await self.media.clock.stop()

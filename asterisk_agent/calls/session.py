@@ -29,9 +29,11 @@ from asterisk_agent.ari.events import (
     Event,
     PlaybackFinished,
     StasisEnd,
+    StasisStart,
 )
 from asterisk_agent.ari.ids import IdFactory
 from asterisk_agent.calls.ledger import Kind, Ledger
+from asterisk_agent.media.leg import MediaContext, MediaLeg
 
 log = logging.getLogger(__name__)
 
@@ -88,6 +90,7 @@ class Session:
     account: str
     adopted: bool = False
     on_end: Callable[[Session], None] | None = None
+    media: MediaContext | None = None
 
     id: str = field(default_factory=lambda: uuid.uuid4().hex)
     token: str = field(default_factory=lambda: f"{secrets.randbelow(10_000):04d}")
@@ -98,12 +101,14 @@ class Session:
     end_reason: EndReason | None = None
     setup_ms: float | None = None
     ledger: Ledger = field(default_factory=Ledger)
+    media_leg: MediaLeg | None = None
 
     def __post_init__(self) -> None:
         self._started = time.monotonic()
         self._events: asyncio.Queue[Event] = asyncio.Queue()
         self._playbacks: dict[str, asyncio.Future[object]] = {}
         self._key = asyncio.Event()  # set while a caller's key waits in the queue unread
+        self._stasis_waiters: dict[str, asyncio.Future[None]] = {}
         self._task: asyncio.Task[None] | None = None
         self._ended = asyncio.Event()
         self._ending = False
@@ -134,6 +139,11 @@ class Session:
 
     def deliver(self, event: Event) -> None:
         """Called by the CallManager for every event about this session's channels or playbacks."""
+        if isinstance(event, StasisStart):
+            started = self._stasis_future(event.channel.id)
+            if not started.done():
+                started.set_result(None)
+            return
         if isinstance(event, PlaybackFinished):
             waiter = self._playbacks.pop(event.playback_id, None)
             self.ledger.mark_released(event.playback_id)
@@ -198,6 +208,8 @@ class Session:
             self.note("answered", f"{self.setup_ms} ms")
         else:
             self.note("adopted_up")
+        if self.media is not None:
+            await self._start_media(self.media)
         self.state = CallState.GREETING
         if self.adopted and self.caller.state == "Up":
             greeting = ["sound:one-moment-please"]
@@ -214,6 +226,25 @@ class Session:
             self.readbacks.append(digits)
             self.note("digits", digits)
             await self._read_back(digits)
+
+    def _stasis_future(self, channel_id: str) -> asyncio.Future[None]:
+        if channel_id not in self._stasis_waiters:
+            self._stasis_waiters[channel_id] = asyncio.get_running_loop().create_future()
+        return self._stasis_waiters[channel_id]
+
+    async def _start_media(self, media: MediaContext) -> None:
+        self.media_leg = MediaLeg(
+            client=self.client, ids=self.ids, ledger=self.ledger, pool=media.pool, clock=media.clock, app=media.app,
+            advertised_address=media.advertised_address, codec=media.codec, jitter_depth=media.jitter_depth,
+            label=self.id[:12],
+        )
+        try:
+            await self.media_leg.start(self.caller.id, self._stasis_future)
+        except (AriNotFound, AriConflict) as exc:
+            if self._caller_gone or exc.path.startswith((f"/channels/{self.caller.id}", "/bridges/")):
+                raise _CallerGone from exc
+            raise
+        self.note("media", f"{media.codec} via {self.media_leg.channel_id}")
 
     async def _collect_digits(self) -> str:
         collected = ""
@@ -312,6 +343,8 @@ class Session:
         for waiter in self._playbacks.values():
             waiter.cancel()
         self._playbacks.clear()
+        if self.media_leg is not None:
+            self.media_leg.close()
         try:
             async with asyncio.timeout(self.options.teardown_timeout_ms / 1000):
                 if continue_to_fallback and not self._caller_gone:

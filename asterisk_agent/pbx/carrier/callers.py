@@ -13,6 +13,8 @@ import logging
 import time
 from dataclasses import dataclass, field
 
+import numpy as np
+
 from asterisk_agent.ari import requests as ari
 from asterisk_agent.ari.client import AriClient
 from asterisk_agent.ari.errors import AriConflict, AriNotFound
@@ -26,6 +28,8 @@ from asterisk_agent.ari.events import (
 )
 from asterisk_agent.ari.ids import IdFactory
 from asterisk_agent.ari.stream import EventStream
+from asterisk_agent.calls.ledger import Ledger
+from asterisk_agent.media.leg import MediaContext, MediaLeg, Samples
 
 log = logging.getLogger(__name__)
 
@@ -40,6 +44,8 @@ class SimulatedCaller:
     answered_at: float | None = None
     dtmf: list[str] = field(default_factory=list)
     hangup_cause: int | None = None
+    media_leg: MediaLeg | None = None
+    ledger: Ledger = field(default_factory=Ledger)
 
     def __post_init__(self) -> None:
         loop = asyncio.get_running_loop()
@@ -121,6 +127,29 @@ class SimulatedCaller:
     async def hangup(self) -> None:
         with contextlib.suppress(AriNotFound, AriConflict):
             await self.client.send(ari.hangup(self.channel_id, reason="normal"))
+        await self.release_media()
+
+    # --- audio: the caller's own externalMedia leg on the carrier -----------------------------------------
+
+    async def attach_media(self, carrier: Carrier, media: MediaContext) -> MediaLeg:
+        """Bridge this caller's channel with an externalMedia leg of the carrier's, so it can speak and
+        record what it hears (the tap's first channel is what came from the pbx)."""
+        self.media_leg = MediaLeg(
+            client=self.client, ids=carrier.ids, ledger=self.ledger, pool=media.pool, clock=media.clock,
+            app=carrier.app, advertised_address=media.advertised_address, codec=media.codec,
+            jitter_depth=media.jitter_depth, label=f"caller-{self.did}",
+        )
+        await self.media_leg.start(self.channel_id, carrier.expect_stasis)
+        return self.media_leg
+
+    def heard(self) -> Samples:
+        """Everything this caller heard so far, 8 kHz."""
+        return self.media_leg.tap.caller() if self.media_leg is not None else np.zeros(0, dtype=np.int16)
+
+    async def release_media(self) -> None:
+        if self.media_leg is not None:
+            self.media_leg.close()
+        await self.ledger.release_all(self.client)
 
 
 class CallFailed(Exception):
@@ -157,6 +186,7 @@ class Carrier:
         self.agents: dict[str, SimulatedAgent] = {}
         self.agent_calls: asyncio.Queue[SimulatedAgent] = asyncio.Queue()
         self._stream = EventStream(client, app, self)
+        self._stasis: dict[str, asyncio.Future[None]] = {}
         self._task: asyncio.Task[None] | None = None
 
     async def start(self) -> None:
@@ -174,6 +204,10 @@ class Carrier:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
 
+    def expect_stasis(self, channel_id: str) -> asyncio.Future[None]:
+        """A future done when ``channel_id`` enters the carrier's app (one of our own media channels)."""
+        return self._stasis.setdefault(channel_id, asyncio.get_running_loop().create_future())
+
     # EventHandler protocol
     async def connected(self) -> None:
         return None
@@ -183,6 +217,10 @@ class Carrier:
 
     def handle(self, event: Event) -> None:
         log.debug("carrier event %s %s", event.type, getattr(event, "digit", ""))
+        if isinstance(event, StasisStart) and self.ids.owns(event.channel.id):
+            started = self.expect_stasis(event.channel.id)
+            if not started.done():
+                started.set_result(None)
         if isinstance(event, StasisStart) and event.args[:1] == ("agent",) and event.channel.id not in self.callers:
             agent = SimulatedAgent(
                 self.client, event.channel.id, event.args[1] if len(event.args) > 1 else "",

@@ -1,0 +1,101 @@
+"""A session's own media leg: the caller's audio reaches the worker and the worker's audio reaches the caller,
+through real SIP, RTP and a real bridge on each side, checked by content (which tone)."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+
+import numpy as np
+import pytest
+import pytest_asyncio
+
+from asterisk_agent.calls.session import CallState
+from asterisk_agent.media.codecs import dominant_frequency
+from asterisk_agent.media.frames import FRAME_SAMPLES, SAMPLE_RATE
+from asterisk_agent.media.leg import MediaContext
+from asterisk_agent.media.pacer import PacingClock
+from asterisk_agent.media.transport import PortPool
+from asterisk_agent.pbx.carrier.callers import Carrier
+
+pytestmark = [pytest.mark.asterisk, pytest.mark.usefixtures("leak_audit")]
+
+
+@pytest_asyncio.fixture(loop_scope="session")
+async def caller_media() -> AsyncIterator[MediaContext]:
+    clock = PacingClock()
+    clock.start()
+    yield MediaContext(pool=PortPool("127.0.0.1", 42000, 42099), clock=clock, app="carrier",
+                       advertised_address="127.0.0.1")
+    await clock.stop()
+
+
+def tone(freq: float, seconds: float) -> np.ndarray:
+    t = np.arange(int(SAMPLE_RATE * seconds)) / SAMPLE_RATE
+    return (np.sin(2 * np.pi * freq * t) * 9000).astype(np.int16)
+
+
+def voiced(samples: np.ndarray) -> np.ndarray:
+    """Only the 20 ms frames with sound in them."""
+    frames = samples[: len(samples) // FRAME_SAMPLES * FRAME_SAMPLES].reshape(-1, FRAME_SAMPLES)
+    loud = frames[np.sqrt((frames.astype(np.float64) ** 2).mean(axis=1)) > 1000]
+    return loud.reshape(-1)
+
+
+async def until(predicate, timeout_s: float = 10.0) -> None:  # type: ignore[no-untyped-def]
+    async with asyncio.timeout(timeout_s):
+        while not predicate():
+            await asyncio.sleep(0.02)
+
+
+async def test_each_side_hears_the_other(make_worker, carrier: Carrier, caller_media: MediaContext) -> None:
+    worker = await make_worker(media={"enabled": True, "port_min": 43000, "port_max": 43099})
+    caller = await carrier.call("100")
+    await caller.wait_answered()
+    leg = await caller.attach_media(carrier, caller_media)
+    session = next(iter(worker.manager.sessions.values()))
+    await until(lambda: session.media_leg is not None and session.media_leg.endpoint is not None)
+    assert session.media_leg is not None
+
+    # While Asterisk plays a prompt to the caller's channel, the caller's audio does not reach the bridge.
+    await until(lambda: session.state is CallState.COLLECTING)
+    leg.play(tone(600, 1.0))
+    await until(lambda: len(voiced(session.media_leg.tap.caller())) >= SAMPLE_RATE * 0.6)  # type: ignore[union-attr]
+    assert abs(dominant_frequency(voiced(session.media_leg.tap.caller()), SAMPLE_RATE) - 600) < 15
+
+    start = len(caller.heard())  # before: the greeting, spoken by Asterisk
+    session.media_leg.play(tone(1200, 1.0))
+    await until(lambda: len(voiced(caller.heard()[start:])) >= SAMPLE_RATE * 0.6)
+    assert abs(dominant_frequency(voiced(caller.heard()[start:]), SAMPLE_RATE) - 1200) < 15
+    # The agent's side of the recording tap holds what it said, aligned with what it heard.
+    assert abs(dominant_frequency(voiced(session.media_leg.tap.agent()), SAMPLE_RATE) - 1200) < 15
+    assert len(session.media_leg.tap.caller()) == len(session.media_leg.tap.agent())
+    assert session.media_leg.endpoint.stats.wrong_source == 0  # type: ignore[union-attr]
+
+    await caller.hangup()
+    await worker.manager.wait_idle()
+    (ended,) = worker.manager.finished
+    assert ended.ledger.live() == []
+    assert worker.manager.media is not None and worker.manager.media.pool.in_use == 0
+    assert caller_media.pool.in_use == 0
+
+
+async def test_barge_in_drops_the_queued_reply(make_worker, carrier: Carrier, caller_media: MediaContext) -> None:
+    worker = await make_worker(media={"enabled": True, "port_min": 43000, "port_max": 43099})
+    caller = await carrier.call("100")
+    await caller.wait_answered()
+    await caller.attach_media(carrier, caller_media)
+    session = next(iter(worker.manager.sessions.values()))
+    await until(lambda: session.state is CallState.COLLECTING)
+    assert session.media_leg is not None
+    start = len(caller.heard())
+    queued = session.media_leg.play(tone(900, 5.0))
+    await until(lambda: len(voiced(caller.heard()[start:])) >= SAMPLE_RATE * 0.3)
+    cut = session.media_leg.barge_in()
+    assert 0 < cut < queued
+    assert len(session.media_leg.outbound) == 0
+    heard_before = len(voiced(caller.heard()[start:]))
+    await asyncio.sleep(0.5)  # a time window to observe silence, not a synchronisation
+    assert len(voiced(caller.heard()[start:])) - heard_before <= FRAME_SAMPLES * 10  # in flight only
+    await caller.hangup()
+    await worker.manager.wait_idle()
