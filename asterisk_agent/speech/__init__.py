@@ -1,0 +1,1 @@
+"""Speech: voice activity, recognition and synthesis behind small interfaces, offline by default."""
