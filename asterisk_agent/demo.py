@@ -138,7 +138,7 @@ def run_demo(*, calls: int, json_path: str, dialplan: Path) -> int:
         "verified": verified,
         "errors": errors,
         "elapsed_s": round(elapsed, 2),
-        "setup_ms_p50": statistics.median(setups) if setups else None,
+        "setup_ms_p50": round(statistics.median(setups), 2) if setups else None,
         "setup_ms_max": setups[-1] if setups else None,
         "per_call": [asdict(r) for r in results],
     }
