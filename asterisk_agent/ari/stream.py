@@ -92,7 +92,11 @@ class EventStream:
                 except (aiohttp.ClientError, OSError, TimeoutError) as exc:
                     log.warning("ARI events: cannot connect: %s", exc)
                 finally:
-                    if self._connected.is_set():
+                    task = asyncio.current_task()
+                    stopping = task is not None and task.cancelling() > 0  # shutting down: not a drop
+                    if self._connected.is_set() and stopping:
+                        self._connected.clear()
+                    elif self._connected.is_set():
                         self._connected.clear()
                         self._handler.disconnected()
                 await asyncio.sleep(delay * random.uniform(0.5, 1.0))

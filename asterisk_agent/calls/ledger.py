@@ -35,22 +35,27 @@ class Resource:
 class Ledger:
     def __init__(self) -> None:
         self._resources: list[Resource] = []
+        self._live: dict[str, Resource] = {}  # id -> resource, for O(1) ownership checks per event
 
     def record(self, kind: Kind, resource_id: str, role: str) -> Resource:
         resource = Resource(kind, resource_id, role)
         self._resources.append(resource)
+        self._live[resource_id] = resource
         return resource
 
     def mark_released(self, resource_id: str) -> None:
-        for resource in self._resources:
-            if resource.id == resource_id:
-                resource.released = True
+        resource = self._live.pop(resource_id, None)
+        if resource is not None:
+            resource.released = True
 
     def live(self) -> list[Resource]:
-        return [r for r in self._resources if not r.released]
+        return list(self._live.values())
+
+    def holds(self, resource_id: str) -> bool:
+        return resource_id in self._live
 
     def ids(self) -> set[str]:
-        return {r.id for r in self._resources if not r.released}
+        return set(self._live)
 
     async def release_all(self, client: AriClient) -> list[str]:
         """Remove every live resource, newest first. Returns the errors (other than 'already gone')."""
@@ -63,12 +68,12 @@ class Ledger:
                 await client.delete_quietly(request)
             except AriError as exc:
                 if resource.kind is Kind.PLAYBACK and exc.status == 500:
-                    resource.released = True  # "Could not stop playback": it finished while we asked
+                    self.mark_released(resource.id)  # "Could not stop playback": it finished while we asked
                     continue
                 errors.append(f"{resource.kind.value} {resource.role}: {exc}")
                 log.warning("teardown: could not remove %s %s: %s", resource.kind.value, resource.role, exc)
                 continue
-            resource.released = True
+            self.mark_released(resource.id)
         return errors
 
 

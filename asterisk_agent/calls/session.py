@@ -130,7 +130,7 @@ class Session:
         return self._ended.is_set()
 
     def owns(self, resource_id: str) -> bool:
-        return resource_id in self.ledger.ids()
+        return self.ledger.holds(resource_id)
 
     def note(self, what: str, detail: str = "") -> None:
         self.history.append(SessionEvent(round(time.monotonic() - self._started, 4), what, detail))

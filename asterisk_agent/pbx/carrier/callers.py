@@ -217,9 +217,9 @@ class Carrier:
 
     def handle(self, event: Event) -> None:
         log.debug("carrier event %s %s", event.type, getattr(event, "digit", ""))
-        if isinstance(event, StasisStart) and self.ids.owns(event.channel.id):
-            started = self.expect_stasis(event.channel.id)
-            if not started.done():
+        if isinstance(event, StasisStart):
+            started = self._stasis.pop(event.channel.id, None)  # only channels someone waits for
+            if started is not None and not started.done():
                 started.set_result(None)
         if isinstance(event, StasisStart) and event.args[:1] == ("agent",) and event.channel.id not in self.callers:
             agent = SimulatedAgent(
