@@ -86,6 +86,33 @@ class MediaConfig(_Strict):
         return self
 
 
+class VadSettings(_Strict):
+    """Voice activity: ``cascade`` runs webrtcvad first and silero only where it hears something."""
+
+    engine: str = Field(default="cascade", pattern=r"^(silero|webrtc|cascade)$")
+    webrtc_aggressiveness: int = Field(default=1, ge=0, le=3)
+    cascade_hangover_ms: int = Field(default=200, ge=0, le=2000)
+
+
+class EndpointerSettings(_Strict):
+    """When a caller's turn starts and ends (probabilities from the VAD; times in milliseconds)."""
+
+    threshold: float = Field(default=0.5, gt=0, le=1)
+    stay_threshold: float = Field(default=0.35, gt=0, le=1)
+    start_ms: int = Field(default=100, ge=20)
+    end_ms: int = Field(default=400, ge=20)
+    min_utterance_ms: int = Field(default=200, ge=0)
+    max_utterance_ms: int = Field(default=15_000, ge=100)
+    echo_threshold: float | None = Field(default=0.8, gt=0, le=1)
+    echo_margin_db: float | None = Field(default=12.0, ge=0)
+    echo_tail_ms: int = Field(default=300, ge=0)
+
+
+class SpeechConfig(_Strict):
+    vad: VadSettings = VadSettings()
+    endpointer: EndpointerSettings = EndpointerSettings()
+
+
 class TimersConfig(_Strict):
     """Every timer in milliseconds, so tests can run them fast."""
 
@@ -121,6 +148,7 @@ class Settings(BaseSettings):
     ari: AriConfig = AriConfig()
     media: MediaConfig = MediaConfig()
     timers: TimersConfig = TimersConfig()
+    speech: SpeechConfig = SpeechConfig()
     accounts: dict[str, AccountConfig] = Field(
         default_factory=lambda: {"default": AccountConfig(numbers=["_X."])}
     )

@@ -26,6 +26,8 @@ from asterisk_agent.config import Settings
 from asterisk_agent.media.leg import MediaContext
 from asterisk_agent.media.pacer import PacingClock
 from asterisk_agent.media.transport import PortPool
+from asterisk_agent.speech.endpointer import EndpointerConfig
+from asterisk_agent.speech.vad import VadConfig
 
 log = logging.getLogger(__name__)
 
@@ -63,6 +65,8 @@ class CallManager:
             self.media = MediaContext(
                 pool=PortPool(conf.bind_address, conf.port_min, conf.port_max), clock=PacingClock(), app=self.app,
                 advertised_address=conf.advertised_address, codec=conf.codec, jitter_depth=conf.jitter_depth_frames,
+                vad=VadConfig(**settings.speech.vad.model_dump()),
+                endpointer=EndpointerConfig(**settings.speech.endpointer.model_dump()),
             )
 
     async def wait_idle(self, timeout_s: float = 10.0) -> None:

@@ -33,7 +33,9 @@ from asterisk_agent.ari.events import (
 )
 from asterisk_agent.ari.ids import IdFactory
 from asterisk_agent.calls.ledger import Kind, Ledger
-from asterisk_agent.media.leg import MediaContext, MediaLeg
+from asterisk_agent.calls.turns import TurnDetector
+from asterisk_agent.media.leg import MediaContext, MediaLeg, Samples
+from asterisk_agent.speech.endpointer import BargeIn, SpeechDiscarded, SpeechEnded, SpeechStarted
 
 log = logging.getLogger(__name__)
 
@@ -102,6 +104,9 @@ class Session:
     setup_ms: float | None = None
     ledger: Ledger = field(default_factory=Ledger)
     media_leg: MediaLeg | None = None
+    turns: TurnDetector | None = None
+    utterances: list[tuple[int, int]] = field(default_factory=list)  # (first, last) speech frame of each turn
+    barge_ins: list[tuple[int, int]] = field(default_factory=list)  # (frame, reply frames cut)
 
     def __post_init__(self) -> None:
         self._started = time.monotonic()
@@ -245,6 +250,24 @@ class Session:
                 raise _CallerGone from exc
             raise
         self.note("media", f"{media.codec} via {self.media_leg.channel_id}")
+        self.turns = TurnDetector(media.vad, media.endpointer)
+        self.media_leg.on_frame = self._on_frame
+
+    def _on_frame(self, heard: Samples, said: Samples) -> None:
+        """Every 20 ms tick of the media leg (on the pacing clock: keep it cheap)."""
+        assert self.turns is not None and self.media_leg is not None
+        for event in self.turns.feed(heard, said):
+            if isinstance(event, BargeIn):
+                cut = self.media_leg.barge_in()
+                self.barge_ins.append((event.frame_index, cut))
+                self.note("barge_in", f"frame {event.frame_index}, {cut} reply frames cut")
+            elif isinstance(event, SpeechStarted):
+                self.note("speech_started", f"frame {event.frame_index}")
+            elif isinstance(event, SpeechEnded):
+                self.utterances.append((event.start_index, event.last_speech_index))
+                self.note("utterance", f"frames {event.start_index}-{event.last_speech_index}")
+            elif isinstance(event, SpeechDiscarded):
+                self.note("speech_discarded", f"frame {event.frame_index}")
 
     async def _collect_digits(self) -> str:
         collected = ""
@@ -345,6 +368,8 @@ class Session:
         self._playbacks.clear()
         if self.media_leg is not None:
             self.media_leg.close()
+        if self.turns is not None:
+            self.turns.close()
         try:
             async with asyncio.timeout(self.options.teardown_timeout_ms / 1000):
                 if continue_to_fallback and not self._caller_gone:

@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 import numpy.typing as npt
@@ -26,6 +26,8 @@ from asterisk_agent.media.jitter import JitterBuffer
 from asterisk_agent.media.pacer import FrameQueue, PacingClock, TickHandle
 from asterisk_agent.media.rtp import RtpPacket, RtpSender
 from asterisk_agent.media.transport import PortPool, RtpEndpoint
+from asterisk_agent.speech.endpointer import EndpointerConfig
+from asterisk_agent.speech.vad import VadConfig
 
 log = logging.getLogger(__name__)
 
@@ -86,6 +88,8 @@ class MediaContext:
     advertised_address: str
     codec: str = "ulaw"
     jitter_depth: int = 3
+    vad: VadConfig = field(default_factory=VadConfig)
+    endpointer: EndpointerConfig = field(default_factory=EndpointerConfig)
 
 
 class MediaLeg:
@@ -122,7 +126,8 @@ class MediaLeg:
         self._downsample = Resampler(self.codec.sample_rate, SAMPLE_RATE) if wideband else None
         self.outbound = FrameQueue()
         self.tap = RecordingTap(tap_max_frames)
-        self.on_frame: Callable[[Samples], None] | None = None  # each inbound 20 ms frame, 8 kHz
+        # Each tick: the caller's 20 ms frame and the agent's (what it sent, silence when nothing), 8 kHz.
+        self.on_frame: Callable[[Samples, Samples], None] | None = None
         self.bridge_id: str | None = None
         self.channel_id: str | None = None
         self._endpoint: RtpEndpoint | None = None
@@ -197,9 +202,10 @@ class MediaLeg:
         if payload is not None and self._endpoint is not None:
             self._endpoint.send(self._sender.next(payload, self.codec.send_frame_samples))
             said = self._send_decode(payload)
-        self.tap.add(_frame(heard), _frame(said))
+        heard, said = _frame(heard), _frame(said)
+        self.tap.add(heard, said)
         if self.on_frame is not None:
-            self.on_frame(heard)
+            self.on_frame(heard, said)
 
     def close(self) -> None:
         """Stop the local side: the tick and the socket (idempotent). Asterisk's side goes with the ledger."""

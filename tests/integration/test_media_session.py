@@ -17,6 +17,7 @@ from asterisk_agent.media.leg import MediaContext
 from asterisk_agent.media.pacer import PacingClock
 from asterisk_agent.media.transport import PortPool
 from asterisk_agent.pbx.carrier.callers import Carrier
+from tests.support import speech_samples
 
 pytestmark = [pytest.mark.asterisk, pytest.mark.usefixtures("leak_audit")]
 
@@ -97,5 +98,33 @@ async def test_barge_in_drops_the_queued_reply(make_worker, carrier: Carrier, ca
     heard_before = len(voiced(caller.heard()[start:]))
     await asyncio.sleep(0.5)  # a time window to observe silence, not a synchronisation
     assert len(voiced(caller.heard()[start:])) - heard_before <= FRAME_SAMPLES * 10  # in flight only
+    await caller.hangup()
+    await worker.manager.wait_idle()
+
+
+async def test_the_caller_talking_over_a_reply_cuts_it_and_each_turn_is_endpointed(
+    make_worker, carrier: Carrier, caller_media: MediaContext
+) -> None:
+    worker = await make_worker(media={"enabled": True, "port_min": 43000, "port_max": 43099})
+    caller = await carrier.call("100")
+    await caller.wait_answered()
+    leg = await caller.attach_media(carrier, caller_media)
+    session = next(iter(worker.manager.sessions.values()))
+    await until(lambda: session.state is CallState.COLLECTING)
+    assert session.media_leg is not None
+    queued = session.media_leg.play(tone(500, 8.0))  # a long reply
+    await until(lambda: session.media_leg.outbound.taken > 25)  # type: ignore[union-attr]
+    # The caller says two sentences with a pause between them, over the reply.
+    leg.play(speech_samples.concat(speech_samples.sentence(0), speech_samples.silence(1.2), speech_samples.sentence(1)))
+    await until(lambda: len(session.utterances) == 2, timeout_s=20)
+    assert len(session.barge_ins) == 1  # the first sentence cut the reply; the second had nothing to cut
+    frame, cut = session.barge_ins[0]
+    assert 0 < cut < queued
+    assert session.media_leg.outbound.taken + cut == queued
+    (first_start, first_end), (second_start, second_end) = session.utterances
+    assert second_end - second_start >= 25  # the second sentence is a whole turn (at least 0.5 s)
+    assert first_start <= frame <= first_end  # cut while the first sentence was being spoken
+    gap_ms = (second_start - first_end) * 20
+    assert 800 <= gap_ms <= 1600  # the pause between them
     await caller.hangup()
     await worker.manager.wait_idle()
