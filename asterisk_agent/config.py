@@ -108,7 +108,16 @@ class EndpointerSettings(_Strict):
     echo_tail_ms: int = Field(default=300, ge=0)
 
 
+class TtsSettings(_Strict):
+    """The agent's voice when media is on: piper (natural, packaged voice) or espeak (light, robotic)."""
+
+    engine: str = Field(default="piper", pattern=r"^(piper|espeak)$")
+    threads: int = Field(default=1, ge=1, le=8)  # onnxruntime threads per synthesis
+    workers: int = Field(default=2, ge=1, le=16)  # syntheses at once
+
+
 class SpeechConfig(_Strict):
+    tts: TtsSettings = TtsSettings()
     vad: VadSettings = VadSettings()
     endpointer: EndpointerSettings = EndpointerSettings()
 

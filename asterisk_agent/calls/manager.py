@@ -28,6 +28,7 @@ from asterisk_agent.media.pacer import PacingClock
 from asterisk_agent.media.transport import PortPool
 from asterisk_agent.speech.endpointer import EndpointerConfig
 from asterisk_agent.speech.vad import VadConfig
+from asterisk_agent.speech.voice import Voice
 
 log = logging.getLogger(__name__)
 
@@ -60,6 +61,7 @@ class CallManager:
         self._idle = asyncio.Event()
         self._idle.set()
         self.media: MediaContext | None = None
+        self.voice: Voice | None = None  # loaded by the worker before calls arrive (see load_voice)
         if settings.media.enabled:
             conf = settings.media
             self.media = MediaContext(
@@ -68,6 +70,12 @@ class CallManager:
                 vad=VadConfig(**settings.speech.vad.model_dump()),
                 endpointer=EndpointerConfig(**settings.speech.endpointer.model_dump()),
             )
+
+    async def load_voice(self) -> None:
+        """With media on, load the agent's voice off the loop before the first call."""
+        if self.media is not None and self.voice is None:
+            tts = self.settings.speech.tts
+            self.voice = await Voice.load(tts.engine, threads=tts.threads, workers=tts.workers)
 
     async def wait_idle(self, timeout_s: float = 10.0) -> None:
         """Until no session is live (every one has ended and torn down)."""
@@ -152,7 +160,7 @@ class CallManager:
         )
         session = Session(
             client=self.client, ids=self.ids, options=options, caller=channel, did=did, account=account,
-            adopted=adopted, on_end=self._on_session_end, media=self.media,
+            adopted=adopted, on_end=self._on_session_end, media=self.media, voice=self.voice,
         )
         if self.media is not None and not self.media.clock.running:
             self.media.clock.start()
@@ -236,3 +244,5 @@ class CallManager:
                 await task
         if self.media is not None:
             await self.media.clock.stop()
+        if self.voice is not None:
+            self.voice.close()

@@ -36,8 +36,14 @@ from asterisk_agent.calls.ledger import Kind, Ledger
 from asterisk_agent.calls.turns import TurnDetector
 from asterisk_agent.media.leg import MediaContext, MediaLeg, Samples
 from asterisk_agent.speech.endpointer import BargeIn, SpeechDiscarded, SpeechEnded, SpeechStarted
+from asterisk_agent.speech.voice import Voice
 
 log = logging.getLogger(__name__)
+
+
+def _spaced(digits: str) -> str:
+    """Digits as words a synthesizer reads one by one: "4271" -> "4 2 7 1"."""
+    return " ".join(digits)
 
 
 class CallState(Enum):
@@ -93,6 +99,7 @@ class Session:
     adopted: bool = False
     on_end: Callable[[Session], None] | None = None
     media: MediaContext | None = None
+    voice: Voice | None = None  # with media: prompts and replies spoken by our TTS through the media leg
 
     id: str = field(default_factory=lambda: uuid.uuid4().hex)
     token: str = field(default_factory=lambda: f"{secrets.randbelow(10_000):04d}")
@@ -114,6 +121,7 @@ class Session:
         self._playbacks: dict[str, asyncio.Future[object]] = {}
         self._key = asyncio.Event()  # set while a caller's key waits in the queue unread
         self._stasis_waiters: dict[str, asyncio.Future[None]] = {}
+        self._barged = asyncio.Event()  # the caller talked over the reply (set from the media tick)
         self._task: asyncio.Task[None] | None = None
         self._ended = asyncio.Event()
         self._ending = False
@@ -216,11 +224,19 @@ class Session:
         if self.media is not None:
             await self._start_media(self.media)
         self.state = CallState.GREETING
-        if self.adopted and self.caller.state == "Up":
-            greeting = ["sound:one-moment-please"]
+        if self.media_leg is not None and self.voice is not None:
+            if self.adopted and self.caller.state == "Up":
+                await self._say("One moment please.", interruptible=True)
+            else:
+                await self._say(
+                    f"You called {_spaced(self.did)}. Your call number is {_spaced(self.token)}.",
+                    fixed="Hello, this is the voice agent.", interruptible=True,
+                )
+        elif self.adopted and self.caller.state == "Up":
+            await self._play(["sound:one-moment-please"], interruptible=True)
         else:
             greeting = [f"sound:{self.options.greeting}", f"digits:{self.did}", f"digits:{self.token}"]
-        await self._play(greeting, interruptible=True)
+            await self._play(greeting, interruptible=True)
         while True:
             self.state = CallState.COLLECTING
             digits = await self._collect_digits()
@@ -259,6 +275,7 @@ class Session:
         for event in self.turns.feed(heard, said):
             if isinstance(event, BargeIn):
                 cut = self.media_leg.barge_in()
+                self._barged.set()
                 self.barge_ins.append((event.frame_index, cut))
                 self.note("barge_in", f"frame {event.frame_index}, {cut} reply frames cut")
             elif isinstance(event, SpeechStarted):
@@ -300,7 +317,41 @@ class Session:
             await self._call(
                 ari.send_dtmf(self.caller.id, digit, duration_ms=self.options.dtmf_duration_ms, before_ms=gap)
             )
-        await self._play([f"digits:{digits}"], interruptible=False)
+        if self.media_leg is not None and self.voice is not None:
+            # Asterisk plays the digits to the bridged caller after our requests return, and DTMF into a
+            # mixing bridge drops bridge audio while it plays: let the digits finish before speaking.
+            await asyncio.sleep(len(digits) * (self.options.dtmf_duration_ms + self.options.dtmf_gap_ms) / 1000)
+            await self._say(f"You entered {_spaced(digits)}.", interruptible=False)
+        else:
+            await self._play([f"digits:{digits}"], interruptible=False)
+
+    async def _say(self, text: str, *, interruptible: bool, fixed: str | None = None) -> None:
+        """Speak through the media leg: ``fixed`` from the prompt cache, then ``text`` streamed sentence by
+        sentence. The caller's voice (VAD barge-in) always stops it; with ``interruptible`` a key does too."""
+        leg, voice = self.media_leg, self.voice
+        assert leg is not None and voice is not None
+        self._barged.clear()
+        stream = voice.stream(text)
+        try:
+            if fixed is not None:
+                leg.play(await voice.prompt(fixed))
+            async for chunk in stream:
+                if self._barged.is_set() or (interruptible and self._key.is_set()):
+                    break
+                leg.play(chunk)
+            waits = [leg.drained.wait(), self._barged.wait()] + ([self._key.wait()] if interruptible else [])
+            tasks = [asyncio.ensure_future(w) for w in waits]
+            try:
+                await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
+            finally:
+                for task in tasks:
+                    task.cancel()
+        finally:
+            await stream.aclose()
+        if interruptible and self._key.is_set() and len(leg.outbound):
+            cut = leg.barge_in()
+            self.barge_ins.append((leg.tap.frames, cut))
+            self.note("barge_in", f"key at frame {leg.tap.frames}, {cut} reply frames cut")
 
     async def _play(self, media: list[str], *, interruptible: bool) -> None:
         """Play prompts as one playback (one request); with ``interruptible`` a caller's key stops it."""

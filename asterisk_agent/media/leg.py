@@ -133,6 +133,8 @@ class MediaLeg:
         self._endpoint: RtpEndpoint | None = None
         self._tick: TickHandle | None = None
         self._closed = False
+        self.drained = asyncio.Event()  # set whenever nothing is left to send
+        self.drained.set()
 
     @property
     def endpoint(self) -> RtpEndpoint | None:
@@ -182,11 +184,15 @@ class MediaLeg:
             audio = np.concatenate([audio, np.zeros(size - len(audio) % size, dtype=np.int16)])
         frames = [self.codec.encode(audio[i : i + size]) for i in range(0, len(audio), size)]
         self.outbound.extend(frames)
+        if frames:
+            self.drained.clear()
         return len(frames)
 
     def barge_in(self) -> int:
         """Stop the reply now: drop every queued frame; returns how many were cut."""
-        return self.outbound.clear()
+        cut = self.outbound.clear()
+        self.drained.set()
+        return cut
 
     def _on_packet(self, packet: RtpPacket) -> None:
         self._jitter.push(packet.sequence, packet.timestamp, packet.payload, self._clock.now(), ssrc=packet.ssrc)
@@ -202,6 +208,8 @@ class MediaLeg:
         if payload is not None and self._endpoint is not None:
             self._endpoint.send(self._sender.next(payload, self.codec.send_frame_samples))
             said = self._send_decode(payload)
+            if not self.outbound:
+                self.drained.set()
         heard, said = _frame(heard), _frame(said)
         self.tap.add(heard, said)
         if self.on_frame is not None:

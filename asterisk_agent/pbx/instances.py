@@ -17,6 +17,7 @@ import os
 import re
 import shutil
 import signal
+import socket
 import subprocess
 import time
 import urllib.error
@@ -214,6 +215,7 @@ class Instance:
         if not (root / "usr" / "sbin" / "asterisk").exists():
             raise PbxError("the private Asterisk root is not built: run `asterisk-agent pbx build` as root")
         self.stop_stale()
+        self._check_ports_free()
         log = (self.folder / "log" / "console.log").open("wb")
         self.process = subprocess.Popen(
             self.command(root), stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
@@ -233,6 +235,21 @@ class Instance:
                 raise PbxError(f"{self.name}: ARI did not answer on port {self.ports.http} within {timeout_s} s: "
                                f"{self._log_tail()}")
             time.sleep(0.05)
+
+    def _check_ports_free(self) -> None:
+        """Refuse to start on ports someone else holds (another test bed answering ARI would fool us)."""
+        for kind, port in ((socket.SOCK_STREAM, self.ports.http), (socket.SOCK_STREAM, self.ports.ami),
+                           (socket.SOCK_DGRAM, self.ports.sip)):
+            with socket.socket(socket.AF_INET, kind) as probe:
+                if kind == socket.SOCK_STREAM:
+                    probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+                try:
+                    probe.bind(("127.0.0.1", port))
+                except OSError:
+                    raise PbxError(
+                        f"{self.name}: port {port} on 127.0.0.1 is in use (another test bed? "
+                        "set ASTERISK_AGENT_PBX_SLOT=1..4 to run side by side)"
+                    ) from None
 
     def ari_answers(self) -> bool:
         token = b64encode(f"{self.credentials.ari_user}:{self.credentials.ari_password}".encode()).decode()

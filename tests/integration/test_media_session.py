@@ -64,12 +64,13 @@ async def test_each_side_hears_the_other(make_worker, carrier: Carrier, caller_m
     await until(lambda: len(voiced(session.media_leg.tap.caller())) >= SAMPLE_RATE * 0.6)  # type: ignore[union-attr]
     assert abs(dominant_frequency(voiced(session.media_leg.tap.caller()), SAMPLE_RATE) - 600) < 15
 
-    start = len(caller.heard())  # before: the greeting, spoken by Asterisk
+    start = len(caller.heard())  # before: the greeting
+    agent_start = len(session.media_leg.tap.agent())
     session.media_leg.play(tone(1200, 1.0))
     await until(lambda: len(voiced(caller.heard()[start:])) >= SAMPLE_RATE * 0.6)
     assert abs(dominant_frequency(voiced(caller.heard()[start:]), SAMPLE_RATE) - 1200) < 15
     # The agent's side of the recording tap holds what it said, aligned with what it heard.
-    assert abs(dominant_frequency(voiced(session.media_leg.tap.agent()), SAMPLE_RATE) - 1200) < 15
+    assert abs(dominant_frequency(voiced(session.media_leg.tap.agent()[agent_start:]), SAMPLE_RATE) - 1200) < 15
     assert len(session.media_leg.tap.caller()) == len(session.media_leg.tap.agent())
     assert session.media_leg.endpoint.stats.wrong_source == 0  # type: ignore[union-attr]
 
@@ -112,15 +113,16 @@ async def test_the_caller_talking_over_a_reply_cuts_it_and_each_turn_is_endpoint
     session = next(iter(worker.manager.sessions.values()))
     await until(lambda: session.state is CallState.COLLECTING)
     assert session.media_leg is not None
+    taken_before = session.media_leg.outbound.taken  # the greeting's frames
     queued = session.media_leg.play(tone(500, 8.0))  # a long reply
-    await until(lambda: session.media_leg.outbound.taken > 25)  # type: ignore[union-attr]
+    await until(lambda: session.media_leg.outbound.taken - taken_before > 25)  # type: ignore[union-attr]
     # The caller says two sentences with a pause between them, over the reply.
     leg.play(speech_samples.concat(speech_samples.sentence(0), speech_samples.silence(1.2), speech_samples.sentence(1)))
     await until(lambda: len(session.utterances) == 2, timeout_s=20)
     assert len(session.barge_ins) == 1  # the first sentence cut the reply; the second had nothing to cut
     frame, cut = session.barge_ins[0]
     assert 0 < cut < queued
-    assert session.media_leg.outbound.taken + cut == queued
+    assert session.media_leg.outbound.taken - taken_before + cut == queued
     (first_start, first_end), (second_start, second_end) = session.utterances
     assert second_end - second_start >= 25  # the second sentence is a whole turn (at least 0.5 s)
     assert first_start <= frame <= first_end  # cut while the first sentence was being spoken
@@ -128,3 +130,36 @@ async def test_the_caller_talking_over_a_reply_cuts_it_and_each_turn_is_endpoint
     assert 800 <= gap_ms <= 1600  # the pause between them
     await caller.hangup()
     await worker.manager.wait_idle()
+
+
+async def test_the_agent_greets_with_its_own_voice_and_reads_back_keys(
+    make_worker, carrier: Carrier, caller_media: MediaContext
+) -> None:
+    worker = await make_worker(media={"enabled": True, "port_min": 43000, "port_max": 43099})
+    voice = worker.manager.voice
+    assert voice is not None
+    renders_before = voice.cache.renders
+    sessions = []
+    for did in ("100", "101"):
+        caller = await carrier.call(did)
+        await caller.wait_answered()
+        await caller.attach_media(carrier, caller_media)
+        session = worker.manager.sessions[next(c for c, s in worker.manager.sessions.items() if s.did == did)]
+        await until(lambda: session.state is CallState.COLLECTING, timeout_s=20)  # noqa: B023
+        assert session.media_leg is not None
+        greeting = voiced(caller.heard())
+        assert len(greeting) >= SAMPLE_RATE * 2  # "Hello, this is the voice agent. You called ..."
+        assert len(voiced(session.media_leg.tap.agent())) >= len(greeting) * 0.9  # all of it came from the agent
+        await caller.send_digits("42#")
+        assert await caller.wait_digits(2) == "42"
+        said_before, heard_before = len(session.media_leg.tap.agent()), len(caller.heard())
+        await until(lambda: session.readbacks == ["42"] and session.state is CallState.COLLECTING)  # noqa: B023
+        await session.media_leg.drained.wait()
+        said = len(voiced(session.media_leg.tap.agent()[said_before:]))
+        assert said >= SAMPLE_RATE * 0.3  # "You entered 4 2."
+        await until(lambda: len(voiced(caller.heard()[heard_before:])) >= said * 0.8)  # noqa: B023
+        sessions.append(session)
+        await caller.hangup()
+    await worker.manager.wait_idle()
+    assert voice.cache.renders - renders_before <= 1  # the fixed part of the greeting was rendered once
+    assert all(s.readbacks == ["42"] for s in sessions)
