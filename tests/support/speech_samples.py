@@ -1,98 +1,32 @@
 """Speech-like test audio made offline: espeak-ng speech synthesised in process, silence, white noise at a
 given level or signal-to-noise ratio, and mixes, all as 8 kHz int16 (what a media leg hands the VAD).
 
-espeak-ng comes from ``espeakng-loader``, which ships ``libespeak-ng.so`` and its data folder and only tells
-where they are; the library is driven here through ctypes (``espeak_Initialize`` in retrieval mode, a synth
-callback collecting the 22,050 Hz samples, ``espeak_Synth`` + ``espeak_Synchronize``), then resampled to 8 kHz
-with :func:`asterisk_agent.media.codecs.resample`. libespeak-ng has one global state: every call goes through
-one lock, and :func:`speak` caches what it made for the rest of the process (the test session), as
-read-only arrays.
+The speech comes from the package's own :class:`EspeakSynthesizer` (libespeak-ng in process), resampled to
+8 kHz with :func:`asterisk_agent.media.codecs.resample`; :func:`speak` caches what it made for the rest of the
+process (the test session), as read-only arrays.
 """
 
 from __future__ import annotations
 
-import ctypes
-import threading
 from collections.abc import Iterator
 from functools import cache
 
-import espeakng_loader  # type: ignore[import-untyped]
 import numpy as np
 import numpy.typing as npt
 
 from asterisk_agent.media.codecs import resample, to_int16
 from asterisk_agent.media.frames import FRAME_SAMPLES, SAMPLE_RATE
+from asterisk_agent.speech.tts import EspeakSynthesizer
 
 Samples = npt.NDArray[np.int16]
 
 FULL_SCALE = 32768.0
-_AUDIO_OUTPUT_RETRIEVAL = 1  # espeak_AUDIO_OUTPUT: samples handed to the synth callback
-_ESPEAK_CHARS_UTF8 = 1
-_POS_CHARACTER = 1
-_RATE, _PITCH = 1, 3  # espeak_PARAMETER
-_SYNTH_CALLBACK = ctypes.CFUNCTYPE(ctypes.c_int, ctypes.POINTER(ctypes.c_short), ctypes.c_int, ctypes.c_void_p)
 
 SENTENCES = (
     "Hello, I would like to check the balance of my savings account please.",
     "Yes, my date of birth is the fourth of July, nineteen eighty two.",
     "Could you move my appointment to next Tuesday afternoon?",
 )
-
-
-class _Espeak:
-    """libespeak-ng, initialised once; :meth:`synth` returns its native-rate samples for one text."""
-
-    def __init__(self) -> None:
-        lib = ctypes.CDLL(espeakng_loader.get_library_path())
-        lib.espeak_Initialize.argtypes = [ctypes.c_int, ctypes.c_int, ctypes.c_char_p, ctypes.c_int]
-        lib.espeak_Initialize.restype = ctypes.c_int
-        lib.espeak_SetVoiceByName.argtypes = [ctypes.c_char_p]
-        lib.espeak_SetVoiceByName.restype = ctypes.c_int
-        lib.espeak_SetParameter.argtypes = [ctypes.c_int, ctypes.c_int, ctypes.c_int]
-        lib.espeak_SetParameter.restype = ctypes.c_int
-        lib.espeak_SetSynthCallback.argtypes = [_SYNTH_CALLBACK]
-        lib.espeak_SetSynthCallback.restype = None
-        lib.espeak_Synth.argtypes = [
-            ctypes.c_void_p, ctypes.c_size_t, ctypes.c_uint, ctypes.c_int, ctypes.c_uint, ctypes.c_uint,
-            ctypes.c_void_p, ctypes.c_void_p,
-        ]
-        lib.espeak_Synth.restype = ctypes.c_int
-        lib.espeak_Synchronize.restype = ctypes.c_int
-        rate = lib.espeak_Initialize(_AUDIO_OUTPUT_RETRIEVAL, 0, espeakng_loader.get_data_path().encode(), 0)
-        if rate <= 0:
-            raise RuntimeError(f"espeak_Initialize failed ({rate})")
-        self.rate = int(rate)
-        self._lib = lib
-        self._chunks: list[Samples] = []
-        self._callback = _SYNTH_CALLBACK(self._collect)  # kept referenced: the library calls it later
-        lib.espeak_SetSynthCallback(self._callback)
-        self._lock = threading.Lock()
-
-    def _collect(self, wav: ctypes._Pointer[ctypes.c_short], count: int, events: int | None) -> int:
-        del events
-        if count > 0:
-            self._chunks.append(np.ctypeslib.as_array(wav, shape=(count,)).astype(np.int16, copy=True))
-        return 0  # go on
-
-    def synth(self, text: str, voice: str, words_per_minute: int, pitch: int) -> Samples:
-        data = text.encode("utf-8")
-        with self._lock:
-            self._chunks = []
-            if self._lib.espeak_SetVoiceByName(voice.encode()) != 0:
-                raise ValueError(f"espeak-ng has no voice {voice!r}")
-            self._lib.espeak_SetParameter(_RATE, words_per_minute, 0)
-            self._lib.espeak_SetParameter(_PITCH, pitch, 0)
-            status = self._lib.espeak_Synth(data, len(data) + 1, 0, _POS_CHARACTER, 0, _ESPEAK_CHARS_UTF8, None, None)
-            self._lib.espeak_Synchronize()
-            chunks, self._chunks = self._chunks, []
-        if status != 0 or not chunks:
-            raise RuntimeError(f"espeak_Synth failed ({status}) for {text!r}")
-        return np.concatenate(chunks)
-
-
-@cache
-def _espeak() -> _Espeak:
-    return _Espeak()
 
 
 def _frozen(samples: Samples) -> Samples:
@@ -115,9 +49,9 @@ def trim(samples: Samples, level_dbfs: float = -45.0) -> Samples:
 def speak(text: str, *, voice: str = "en-us", words_per_minute: int = 165, pitch: int = 50) -> Samples:
     """``text`` spoken by espeak-ng, 8 kHz int16, silent lead-in and tail trimmed (the speech starts at sample
     0 and ends at the last one). Cached for the process; the array is read-only."""
-    engine = _espeak()
-    native = engine.synth(text, voice, words_per_minute, pitch)
-    return _frozen(trim(resample(native, engine.rate, SAMPLE_RATE)))
+    synth = EspeakSynthesizer(voice, rate=words_per_minute, pitch=pitch)
+    native = np.concatenate(list(synth.synthesize(text)))
+    return _frozen(trim(resample(native, synth.sample_rate, SAMPLE_RATE)))
 
 
 def sentence(index: int = 0) -> Samples:
