@@ -48,6 +48,12 @@ OTHERS = (
     "Please transfer me to billing.",
 )
 KEYWORDS = ({"appointment", "tuesday", "afternoon"}, {"balance", "savings", "account"}, {"transfer", "billing"})
+
+
+def heard(keyword: str, text: str) -> bool:
+    """A keyword is heard when a word of the text is it or an inflection of it ("billing" in "billings"):
+    piper's audio varies from run to run and whisper sometimes hears a plural."""
+    return any(word.startswith(keyword) for word in normalise(text).split())
 _NUMBER_WORDS = {"zero": "0", "oh": "0", "one": "1", "two": "2", "three": "3", "four": "4", "five": "5",
                  "six": "6", "seven": "7", "eight": "8", "nine": "9"}
 
@@ -219,9 +225,9 @@ async def test_batcher_keeps_each_callers_words(runner: WhisperRunner, piper: Pi
         await engine.close()
     assert "alice" in normalise(results[0].text) and "4271" in normalise(results[0].text)
     for keywords, result in zip(KEYWORDS, results[1:], strict=True):
-        words = set(normalise(result.text).split())
-        assert keywords <= words, (keywords, result.text)
-        assert not words & {"alice", "4271"} and all(not (other & words) for other in KEYWORDS if other != keywords)
+        assert all(heard(k, result.text) for k in keywords), (keywords, result.text)
+        others = {"alice", "4271"}.union(*(other for other in KEYWORDS if other != keywords))
+        assert not any(heard(k, result.text) for k in others), result.text
     assert max(batcher.batches) > 1  # they went through together
     assert sum(batcher.batches) == len(texts)
 
@@ -263,7 +269,7 @@ async def test_a_cancelled_caller_does_not_break_the_batch(runner: WhisperRunner
         await asyncio.sleep(0)
         gone.cancel()
         result = await kept
-        assert KEYWORDS[2] <= set(normalise(result.text).split())
+        assert all(heard(k, result.text) for k in KEYWORDS[2]), result.text
     finally:
         await batcher.close()
 
