@@ -42,7 +42,7 @@ def engine() -> PocketsphinxEngine:
 
 @pytest.fixture(scope="session")
 def piper() -> PiperSynthesizer:
-    return PiperSynthesizer(noise_w_scale=0.0)
+    return PiperSynthesizer(noise_w_scale=0.0, noise_scale=0.0)  # deterministic audio: no run-to-run variation
 
 
 @pytest.fixture(scope="session")
