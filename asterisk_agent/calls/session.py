@@ -320,7 +320,9 @@ class Session:
         if self.media_leg is not None and self.voice is not None:
             # Asterisk plays the digits to the bridged caller after our requests return, and DTMF into a
             # mixing bridge drops bridge audio while it plays: let the digits finish before speaking.
-            await asyncio.sleep(len(digits) * (self.options.dtmf_duration_ms + self.options.dtmf_gap_ms) / 1000)
+            # Our requests return when the digits are queued, not played: allow one more digit's time.
+            digit_ms = self.options.dtmf_duration_ms + self.options.dtmf_gap_ms
+            await asyncio.sleep((len(digits) + 1) * digit_ms / 1000)
             await self._say(f"You entered {_spaced(digits)}.", interruptible=False)
         else:
             await self._play([f"digits:{digits}"], interruptible=False)

@@ -157,7 +157,8 @@ async def test_the_agent_greets_with_its_own_voice_and_reads_back_keys(
         await session.media_leg.drained.wait()
         said = len(voiced(session.media_leg.tap.agent()[said_before:]))
         assert said >= SAMPLE_RATE * 0.3  # "You entered 4 2."
-        await until(lambda: len(voiced(caller.heard()[heard_before:])) >= said * 0.8)  # noqa: B023
+        # Most of it arrives (DTMF played into a mixing bridge costs some of the bridge's audio around it).
+        await until(lambda: len(voiced(caller.heard()[heard_before:])) >= said * 0.6)  # noqa: B023
         sessions.append(session)
         await caller.hangup()
     await worker.manager.wait_idle()
