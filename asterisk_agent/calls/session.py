@@ -42,8 +42,9 @@ log = logging.getLogger(__name__)
 
 
 def _spaced(digits: str) -> str:
-    """Digits as words a synthesizer reads one by one: "4271" -> "4 2 7 1"."""
-    return " ".join(digits)
+    """Digits read one by one with a short pause between them, as people read numbers on the phone (and so
+    a repeated digit is not heard as one long one): "4271" -> "4, 2, 7, 1"."""
+    return ", ".join(digits)
 
 
 class CallState(Enum):

@@ -4,6 +4,7 @@ through real SIP, RTP and a real bridge on each side, checked by content (which 
 from __future__ import annotations
 
 import asyncio
+import re
 from collections.abc import AsyncIterator
 
 import numpy as np
@@ -17,6 +18,7 @@ from asterisk_agent.media.leg import MediaContext
 from asterisk_agent.media.pacer import PacingClock
 from asterisk_agent.media.transport import PortPool
 from asterisk_agent.pbx.carrier.callers import Carrier
+from asterisk_agent.speech.stt.whisper_engine import WhisperBatcher, WhisperOptions
 from tests.support import speech_samples
 
 pytestmark = [pytest.mark.asterisk, pytest.mark.usefixtures("leak_audit")]
@@ -133,13 +135,14 @@ async def test_the_caller_talking_over_a_reply_cuts_it_and_each_turn_is_endpoint
 
 
 async def test_the_agent_greets_with_its_own_voice_and_reads_back_keys(
-    make_worker, carrier: Carrier, caller_media: MediaContext
+    make_worker, carrier: Carrier, caller_media: MediaContext, tmp_path_factory: pytest.TempPathFactory
 ) -> None:
     worker = await make_worker(media={"enabled": True, "port_min": 43000, "port_max": 43099})
     voice = worker.manager.voice
     assert voice is not None
     renders_before = voice.cache.renders
     sessions = []
+    greetings: dict[str, np.ndarray] = {}
     for did in ("100", "101"):
         caller = await carrier.call(did)
         await caller.wait_answered()
@@ -147,6 +150,7 @@ async def test_the_agent_greets_with_its_own_voice_and_reads_back_keys(
         session = worker.manager.sessions[next(c for c, s in worker.manager.sessions.items() if s.did == did)]
         await until(lambda: session.state is CallState.COLLECTING, timeout_s=20)  # noqa: B023
         assert session.media_leg is not None
+        greetings[did] = caller.heard().copy()
         greeting = voiced(caller.heard())
         assert len(greeting) >= SAMPLE_RATE * 2  # "Hello, this is the voice agent. You called ..."
         assert len(voiced(session.media_leg.tap.agent())) >= len(greeting) * 0.9  # all of it came from the agent
@@ -164,3 +168,42 @@ async def test_the_agent_greets_with_its_own_voice_and_reads_back_keys(
     await worker.manager.wait_idle()
     assert voice.cache.renders - renders_before <= 1  # the fixed part of the greeting was rendered once
     assert all(s.readbacks == ["42"] for s in sessions)
+    # By content: each caller heard its own dialled number and its own call number, through the phone path.
+    batcher = WhisperBatcher(WhisperOptions(cache_dir=str(tmp_path_factory.mktemp("stt")), cpu_threads=1))
+    try:
+        for session, other in zip(sessions, reversed(sessions), strict=True):
+            transcript = await batcher.transcribe_8k(greetings[session.did])
+            assert "voice agent" in transcript.text.lower(), transcript.text
+            assert digits_after("called", transcript.text) == session.did, transcript.text
+            # The random call number: its own, not the other caller's (one recognition slip tolerated).
+            token = digits_after("number", transcript.text)
+            assert edits(token, session.token) <= 1 < edits(token, other.token) or token == session.token, (
+                transcript.text, session.token, other.token)
+    finally:
+        await batcher.close()
+
+
+_DIGIT_WORDS = {"zero": "0", "oh": "0", "one": "1", "two": "2", "three": "3", "four": "4", "five": "5",
+                "six": "6", "seven": "7", "eight": "8", "nine": "9"}
+
+
+def edits(a: str, b: str) -> int:
+    """Levenshtein distance between two digit strings."""
+    row = list(range(len(b) + 1))
+    for i, x in enumerate(a, 1):
+        previous, row[0] = row[0], i
+        for j, y in enumerate(b, 1):
+            previous, row[j] = row[j], min(row[j] + 1, row[j - 1] + 1, previous + (x != y))
+    return row[-1]
+
+
+def digits_after(words: str, text: str) -> str:
+    """The digits spoken right after ``words`` ("You called 1-0-0." -> "100"), as digits."""
+    tail = re.split(re.escape(words), text.lower(), maxsplit=1)[-1]
+    digits = ""
+    for token in re.findall(r"[a-z]+|\d", tail):
+        if token.isdigit() or token in _DIGIT_WORDS:
+            digits += _DIGIT_WORDS.get(token, token)
+        elif digits:
+            break
+    return digits
