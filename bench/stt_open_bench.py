@@ -18,6 +18,7 @@ import time
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 from asterisk_agent.media.codecs import ulaw_decode, ulaw_encode
+from asterisk_agent.speech.stt.metrics import word_error_rate
 from asterisk_agent.speech.stt.whisper_engine import WhisperOptions, load_whisper, to_model_audio
 from asterisk_agent.speech.tts import PiperSynthesizer, render_phone
 
@@ -55,18 +56,8 @@ def words(text: str) -> list[str]:
     return out
 
 
-def edit_distance(ref: list[str], hyp: list[str]) -> int:
-    row = list(range(len(hyp) + 1))
-    for i, r in enumerate(ref, 1):
-        prev, row[0] = row[0], i
-        for j, h in enumerate(hyp, 1):
-            prev, row[j] = row[j], min(row[j] + 1, row[j - 1] + 1, prev + (r != h))
-    return row[-1]
-
-
 def wer(refs: list[str], hyps: list[str]) -> float:
-    errors = sum(edit_distance(words(r), words(h)) for r, h in zip(refs, hyps, strict=True))
-    return errors / sum(len(words(r)) for r in refs)
+    return word_error_rate(refs, hyps, words)
 
 
 def main() -> None:
