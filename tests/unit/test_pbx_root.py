@@ -18,28 +18,26 @@ def test_building_needs_root(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) ->
         build_root(tmp_path)
 
 
-def _fake_mmdebstrap(folder: Path, output: str, code: int) -> None:
+def _fake_mmdebstrap(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, output: str, code: int) -> None:
+    """Put first on PATH an mmdebstrap that prints ``output`` and exits with ``code``."""
+    folder = tmp_path / "bin"
+    folder.mkdir()
     script = folder / "mmdebstrap"
     script.write_text(f"#!/bin/sh\necho '{output}'\nexit {code}\n")
     script.chmod(0o755)
+    monkeypatch.setenv("PATH", f"{folder}:{os.environ['PATH']}")
 
 
 @pytest.mark.skipif(os.geteuid() != 0, reason="the build path runs only as root")
 def test_an_unreachable_registry_is_named(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    bin_dir = tmp_path / "bin"
-    bin_dir.mkdir()
-    _fake_mmdebstrap(bin_dir, "E: Failed to fetch InRelease  Temporary failure resolving", 1)
-    monkeypatch.setenv("PATH", f"{bin_dir}:{os.environ['PATH']}")
+    _fake_mmdebstrap(tmp_path, monkeypatch, "E: Failed to fetch InRelease  Temporary failure resolving", 1)
     with pytest.raises(PbxError, match="registry cannot be reached"):
         build_root(tmp_path / "home")
 
 
 @pytest.mark.skipif(os.geteuid() != 0, reason="the build path runs only as root")
 def test_other_build_failures_point_at_the_log(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    bin_dir = tmp_path / "bin"
-    bin_dir.mkdir()
-    _fake_mmdebstrap(bin_dir, "E: package asterisk has no installation candidate", 100)
-    monkeypatch.setenv("PATH", f"{bin_dir}:{os.environ['PATH']}")
+    _fake_mmdebstrap(tmp_path, monkeypatch, "E: package asterisk has no installation candidate", 100)
     with pytest.raises(PbxError, match=r"mmdebstrap failed \(exit 100\); see .*build.log"):
         build_root(tmp_path / "home")
 
