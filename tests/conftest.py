@@ -1,8 +1,10 @@
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Awaitable, Callable
+from pathlib import Path
 from typing import Any
 
+import pytest
 import pytest_asyncio
 
 from asterisk_agent.config import Settings
@@ -11,6 +13,12 @@ from asterisk_agent.worker import Worker
 from tests.support.ariproxy import AriProxy
 
 WorkerFactory = Callable[..., Awaitable[Worker]]
+
+
+@pytest.fixture(scope="session")
+def stt_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """One folder for the assembled whisper model (about 145 MB) for the whole run."""
+    return tmp_path_factory.mktemp("stt-model")
 
 
 @pytest_asyncio.fixture(loop_scope="session")

@@ -27,6 +27,8 @@ from asterisk_agent.media.leg import MediaContext
 from asterisk_agent.media.pacer import PacingClock
 from asterisk_agent.media.transport import PortPool
 from asterisk_agent.speech.endpointer import EndpointerConfig
+from asterisk_agent.speech.recognition import UtteranceRecognition, make_recognition
+from asterisk_agent.speech.stt.grammars import GrammarSpec
 from asterisk_agent.speech.vad import VadConfig
 from asterisk_agent.speech.voice import Voice
 
@@ -61,7 +63,8 @@ class CallManager:
         self._idle = asyncio.Event()
         self._idle.set()
         self.media: MediaContext | None = None
-        self.voice: Voice | None = None  # loaded by the worker before calls arrive (see load_voice)
+        self.voice: Voice | None = None  # loaded by the worker before calls arrive (see load_speech)
+        self.recognition: UtteranceRecognition | None = None
         if settings.media.enabled:
             conf = settings.media
             self.media = MediaContext(
@@ -71,11 +74,17 @@ class CallManager:
                 endpointer=EndpointerConfig(**settings.speech.endpointer.model_dump()),
             )
 
-    async def load_voice(self) -> None:
-        """With media on, load the agent's voice off the loop before the first call."""
-        if self.media is not None and self.voice is None:
+    async def load_speech(self) -> None:
+        """With media on, load the agent's voice and ears off the loop before the first call."""
+        if self.media is None:
+            return
+        if self.voice is None:
             tts = self.settings.speech.tts
             self.voice = await Voice.load(tts.engine, threads=tts.threads, workers=tts.workers)
+        if self.recognition is None:
+            recognition = make_recognition(self.settings.speech.stt)
+            await recognition.start()
+            self.recognition = recognition
 
     async def wait_idle(self, timeout_s: float = 10.0) -> None:
         """Until no session is live (every one has ended and torn down)."""
@@ -161,6 +170,8 @@ class CallManager:
         session = Session(
             client=self.client, ids=self.ids, options=options, caller=channel, did=did, account=account,
             adopted=adopted, on_end=self._on_session_end, media=self.media, voice=self.voice,
+            recognition=self.recognition, introduction=GrammarSpec("introduction", (tuple(conf.names),
+                                                                                    conf.number_digits)),
         )
         if self.media is not None and not self.media.clock.running:
             self.media.clock.start()
@@ -171,6 +182,8 @@ class CallManager:
         return session
 
     def _on_session_end(self, session: Session) -> None:
+        if self.recognition is not None:
+            self.recognition.release(session.id)
         if self.sessions.get(session.caller.id) is session:
             del self.sessions[session.caller.id]
         self.finished.append(session)
@@ -246,3 +259,5 @@ class CallManager:
             await self.media.clock.stop()
         if self.voice is not None:
             self.voice.close()
+        if self.recognition is not None:
+            await self.recognition.close()

@@ -4,6 +4,11 @@ At this stage a session answers, greets the caller with a prompt built from its 
 and a per-call token), collects DTMF digits, reads them back (as speech and as DTMF the caller's side can
 check), and ends after ``call_max_ms`` or when the caller hangs up. Every exit reaches :meth:`Session.end`,
 which is idempotent.
+
+With speech (a media leg, a voice and a recognition service) the caller may also talk: every utterance the
+endpointer cuts is recognised off the loop, read with the account's introduction grammar ("my name is Alice and
+my number is 4 2 7 1") and answered with the caller's own name and number; anything else gets a re-prompt. Each
+turn lands in :attr:`Session.transcript` with its offsets into the recording tap, its confidence and timings.
 """
 
 from __future__ import annotations
@@ -34,8 +39,11 @@ from asterisk_agent.ari.events import (
 from asterisk_agent.ari.ids import IdFactory
 from asterisk_agent.calls.ledger import Kind, Ledger
 from asterisk_agent.calls.turns import TurnDetector
+from asterisk_agent.media.frames import FRAME_MS
 from asterisk_agent.media.leg import MediaContext, MediaLeg, Samples
 from asterisk_agent.speech.endpointer import BargeIn, SpeechDiscarded, SpeechEnded, SpeechStarted
+from asterisk_agent.speech.recognition import UtteranceRecognition
+from asterisk_agent.speech.stt.grammars import GrammarSpec, Introduction
 from asterisk_agent.speech.voice import Voice
 
 log = logging.getLogger(__name__)
@@ -51,8 +59,10 @@ class CallState(Enum):
     NEW = "new"
     ANSWERING = "answering"
     GREETING = "greeting"
-    COLLECTING = "collecting"
+    COLLECTING = "collecting"  # waiting for the caller: keys or speech
     READING_BACK = "reading_back"
+    RECOGNIZING = "recognizing"
+    REPLYING = "replying"
     ENDING = "ending"
     ENDED = "ended"
 
@@ -89,6 +99,39 @@ class _CallerGone(Exception):
     pass
 
 
+PREROLL_FRAMES = 10  # audio kept before the endpointer's first speech frame (200 ms): soft word onsets
+TAIL_FRAMES = 10  # and after its last speech frame
+
+
+@dataclass(frozen=True)
+class HeardUtterance:
+    """The endpointer ended a caller's turn (put on the session's queue from the media tick)."""
+
+    start_frame: int
+    last_frame: int
+    decided_frame: int
+    decided_at: float  # time.monotonic() of the endpoint decision
+    forced: bool = False
+
+
+@dataclass
+class Turn:
+    """One turn of the conversation. ``start_ms``/``end_ms`` are offsets into the recording tap. A caller's
+    turn carries what was recognised; an agent's what it said and, answering a caller, how long it took from
+    the endpoint decision to recognition (``recognize_ms``) and to its first reply audio (``reply_ms``)."""
+
+    speaker: str  # "caller" or "agent"
+    text: str
+    start_ms: int
+    end_ms: int | None = None
+    confidence: float | None = None
+    engine: str | None = None
+    recognize_ms: float | None = None
+    reply_ms: float | None = None
+    cut: bool = False  # an agent turn the caller talked over
+    error: str | None = None  # the recogniser failed on this caller turn
+
+
 @dataclass
 class Session:
     client: AriClient
@@ -101,6 +144,8 @@ class Session:
     on_end: Callable[[Session], None] | None = None
     media: MediaContext | None = None
     voice: Voice | None = None  # with media: prompts and replies spoken by our TTS through the media leg
+    recognition: UtteranceRecognition | None = None  # with media and voice: the caller may talk
+    introduction: GrammarSpec | None = None  # how this account's callers say who they are
 
     id: str = field(default_factory=lambda: uuid.uuid4().hex)
     token: str = field(default_factory=lambda: f"{secrets.randbelow(10_000):04d}")
@@ -115,10 +160,12 @@ class Session:
     turns: TurnDetector | None = None
     utterances: list[tuple[int, int]] = field(default_factory=list)  # (first, last) speech frame of each turn
     barge_ins: list[tuple[int, int]] = field(default_factory=list)  # (frame, reply frames cut)
+    transcript: list[Turn] = field(default_factory=list)
 
     def __post_init__(self) -> None:
         self._started = time.monotonic()
-        self._events: asyncio.Queue[Event] = asyncio.Queue()
+        self._events: asyncio.Queue[Event | HeardUtterance] = asyncio.Queue()
+        self._keys_waiting = 0  # caller keys in the queue, unread
         self._playbacks: dict[str, asyncio.Future[object]] = {}
         self._key = asyncio.Event()  # set while a caller's key waits in the queue unread
         self._stasis_waiters: dict[str, asyncio.Future[None]] = {}
@@ -168,9 +215,18 @@ class Session:
             if event.channel.id == self.caller.id:
                 self.caller_left()
             return
-        if isinstance(event, ChannelDtmfReceived):
+        if isinstance(event, ChannelDtmfReceived) and event.channel.id == self.caller.id:
+            self._keys_waiting += 1
             self._key.set()
         self._events.put_nowait(event)
+
+    async def _next_input(self) -> Event | HeardUtterance:
+        event = await self._events.get()
+        if isinstance(event, ChannelDtmfReceived) and event.channel.id == self.caller.id:
+            self._keys_waiting -= 1
+            if not self._keys_waiting:
+                self._key.clear()
+        return event
 
     def caller_left(self, reason: EndReason = EndReason.CALLER_HANGUP) -> None:
         """The caller's channel is gone (hangup, or not found at resync): end the session."""
@@ -229,8 +285,9 @@ class Session:
             if self.adopted and self.caller.state == "Up":
                 await self._say("One moment please.", interruptible=True)
             else:
+                ask = " Please say your name and your number." if self._listening else ""
                 await self._say(
-                    f"You called {_spaced(self.did)}. Your call number is {_spaced(self.token)}.",
+                    f"You called {_spaced(self.did)}. Your call number is {_spaced(self.token)}.{ask}",
                     fixed="Hello, this is the voice agent.", interruptible=True,
                 )
         elif self.adopted and self.caller.state == "Up":
@@ -240,7 +297,13 @@ class Session:
             await self._play(greeting, interruptible=True)
         while True:
             self.state = CallState.COLLECTING
-            digits = await self._collect_digits()
+            event = await self._next_input()
+            if isinstance(event, HeardUtterance):
+                await self._answer(event)
+                continue
+            if not isinstance(event, ChannelDtmfReceived) or event.channel.id != self.caller.id:
+                continue
+            digits = await self._collect_digits(event.digit)
             if not digits:
                 continue
             self.state = CallState.READING_BACK
@@ -284,31 +347,80 @@ class Session:
             elif isinstance(event, SpeechEnded):
                 self.utterances.append((event.start_index, event.last_speech_index))
                 self.note("utterance", f"frames {event.start_index}-{event.last_speech_index}")
+                if self._listening:
+                    self._events.put_nowait(HeardUtterance(event.start_index, event.last_speech_index,
+                                                           event.frame_index, time.monotonic(), event.forced))
             elif isinstance(event, SpeechDiscarded):
                 self.note("speech_discarded", f"frame {event.frame_index}")
 
-    async def _collect_digits(self) -> str:
+    async def _collect_digits(self, first: str) -> str:
+        """Keys from ``first`` on, until "#", ``digits_max`` or the inter-digit timeout ("*" starts over)."""
         collected = ""
-        timeout = None  # wait for the first key without limit; then inter-digit timeout
-        while len(collected) < self.options.digits_max:
+        digit: str | None = first
+        while True:
+            if digit == "#":
+                break
+            if digit == "*":
+                collected = ""
+            elif digit is not None:
+                collected += digit
+                if len(collected) >= self.options.digits_max:
+                    break
             try:
-                async with asyncio.timeout(timeout):
-                    event = await self._events.get()
+                async with asyncio.timeout(self.options.digit_timeout_ms / 1000):
+                    event = await self._next_input()
             except TimeoutError:
                 break
-            finally:
-                if self._events.empty():
-                    self._key.clear()
-            if not isinstance(event, ChannelDtmfReceived) or event.channel.id != self.caller.id:
-                continue
-            if event.digit == "#":
-                break
-            if event.digit == "*":
-                collected = ""
-                continue
-            collected += event.digit
-            timeout = self.options.digit_timeout_ms / 1000
+            is_key = isinstance(event, ChannelDtmfReceived) and event.channel.id == self.caller.id
+            digit = event.digit if isinstance(event, ChannelDtmfReceived) and is_key else None
         return collected
+
+    # --- speech turns -----------------------------------------------------------------------------------
+
+    @property
+    def _listening(self) -> bool:
+        return self.media is not None and self.voice is not None and self.recognition is not None
+
+    async def _answer(self, heard: HeardUtterance) -> None:
+        """Recognise one caller utterance and answer it: their own name and number, or a re-prompt."""
+        leg, recognition = self.media_leg, self.recognition
+        if leg is None or recognition is None or self.voice is None:
+            return
+        first = max(0, heard.start_frame - PREROLL_FRAMES)
+        audio = leg.tap.caller_frames(first, heard.last_frame + TAIL_FRAMES)
+        turn = Turn("caller", "", start_ms=heard.start_frame * FRAME_MS, end_ms=(heard.last_frame + 1) * FRAME_MS)
+        self.transcript.append(turn)
+        self.state = CallState.RECOGNIZING
+        value: object = None
+        try:
+            result = await recognition.recognize(self.id, audio, self.introduction)
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:  # a failing engine must not end the call: say so and listen again
+            turn.error = f"{type(exc).__name__}: {exc}"[:200]
+            log.warning("session %s: recognition failed: %s", self.id, type(exc).__name__)
+            self.note("stt_error", type(exc).__name__)
+        else:
+            turn.text, turn.confidence, turn.engine = result.text, result.confidence, result.engine
+            if self.introduction is not None and result.text:
+                value = self.introduction.build().normalize(result.text)
+            self.note("heard", f"{len(result.text.split())} words, confidence {result.confidence:.2f}")
+        recognized_at = time.monotonic()
+        if isinstance(value, Introduction):
+            reply = f"Thank you, {value.name}. Your number is {_spaced(value.number)}."
+        elif turn.error is not None:
+            reply = "Sorry, I could not make that out just now. Please say your name and your number again."
+        else:
+            reply = "Sorry, I did not catch that. Please say your name and your number."
+        self.state = CallState.REPLYING
+        said = Turn("agent", reply, start_ms=leg.tap.frames * FRAME_MS,
+                    recognize_ms=round((recognized_at - heard.decided_at) * 1000, 1))
+        self.transcript.append(said)
+        first_audio = await self._say(reply, interruptible=True)
+        if first_audio is not None:
+            said.reply_ms = round((first_audio - heard.decided_at) * 1000, 1)
+        said.end_ms = leg.tap.frames * FRAME_MS
+        said.cut = bool(self._barged.is_set())
 
     async def _read_back(self, digits: str) -> None:
         # Digit by digit: a channel sending a digit string cannot be hung up until the string is out.
@@ -328,20 +440,25 @@ class Session:
         else:
             await self._play([f"digits:{digits}"], interruptible=False)
 
-    async def _say(self, text: str, *, interruptible: bool, fixed: str | None = None) -> None:
+    async def _say(self, text: str, *, interruptible: bool, fixed: str | None = None) -> float | None:
         """Speak through the media leg: ``fixed`` from the prompt cache, then ``text`` streamed sentence by
-        sentence. The caller's voice (VAD barge-in) always stops it; with ``interruptible`` a key does too."""
+        sentence. The caller's voice (VAD barge-in) always stops it; with ``interruptible`` a key does too.
+        Returns when the first audio was queued (``time.monotonic()``), ``None`` if nothing was."""
         leg, voice = self.media_leg, self.voice
         assert leg is not None and voice is not None
         self._barged.clear()
+        first_audio: float | None = None
         stream = voice.stream(text)
         try:
             if fixed is not None:
                 leg.play(await voice.prompt(fixed))
+                first_audio = time.monotonic()
             async for chunk in stream:
                 if self._barged.is_set() or (interruptible and self._key.is_set()):
                     break
                 leg.play(chunk)
+                if first_audio is None:
+                    first_audio = time.monotonic()
             waits = [leg.drained.wait(), self._barged.wait()] + ([self._key.wait()] if interruptible else [])
             tasks = [asyncio.ensure_future(w) for w in waits]
             try:
@@ -355,6 +472,7 @@ class Session:
             cut = leg.barge_in()
             self.barge_ins.append((leg.tap.frames, cut))
             self.note("barge_in", f"key at frame {leg.tap.frames}, {cut} reply frames cut")
+        return first_audio
 
     async def _play(self, media: list[str], *, interruptible: bool) -> None:
         """Play prompts as one playback (one request); with ``interruptible`` a caller's key stops it."""

@@ -73,6 +73,11 @@ class RecordingTap:
     def agent(self) -> Samples:
         return np.concatenate(self._agent) if self._agent else SILENT_FRAME[:0]
 
+    def caller_frames(self, first: int, last: int) -> Samples:
+        """The caller's audio from frame ``first`` through ``last`` (clamped to what was kept)."""
+        frames = self._caller[max(0, first): max(0, last + 1)]
+        return np.concatenate(frames) if frames else SILENT_FRAME[:0]
+
     def stereo(self) -> Samples:
         """Interleaved two-channel samples, ready for a WAV writer."""
         return np.column_stack([self.caller(), self.agent()]).astype(np.int16)
@@ -135,6 +140,7 @@ class MediaLeg:
         self._closed = False
         self.drained = asyncio.Event()  # set whenever nothing is left to send
         self.drained.set()
+        self.wrong_payload_type = 0  # packets from the right peer in a format we did not ask for (dropped)
 
     @property
     def endpoint(self) -> RtpEndpoint | None:
@@ -195,6 +201,13 @@ class MediaLeg:
         return cut
 
     def _on_packet(self, packet: RtpPacket) -> None:
+        if packet.payload_type != self.codec.payload_type:
+            # Not the format we asked Asterisk for (comfort noise, a stray stream): never decode it as audio.
+            self.wrong_payload_type += 1
+            if self.wrong_payload_type <= 3:
+                log.warning("media %s: dropped RTP with payload type %d (expected %d for %s)", self.label,
+                            packet.payload_type, self.codec.payload_type, self.codec.name)
+            return
         self._jitter.push(packet.sequence, packet.timestamp, packet.payload, self._clock.now(), ssrc=packet.ssrc)
 
     def _on_tick(self, now: float) -> None:

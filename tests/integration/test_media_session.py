@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import re
 from collections.abc import AsyncIterator
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -136,7 +137,7 @@ async def test_the_caller_talking_over_a_reply_cuts_it_and_each_turn_is_endpoint
 
 
 async def test_the_agent_greets_with_its_own_voice_and_reads_back_keys(
-    make_worker, carrier: Carrier, caller_media: MediaContext, tmp_path_factory: pytest.TempPathFactory
+    make_worker, carrier: Carrier, caller_media: MediaContext, stt_cache: Path
 ) -> None:
     worker = await make_worker(media={"enabled": True, "port_min": 43000, "port_max": 43099})
     voice = worker.manager.voice
@@ -170,7 +171,7 @@ async def test_the_agent_greets_with_its_own_voice_and_reads_back_keys(
     assert voice.cache.renders - renders_before <= 1  # the fixed part of the greeting was rendered once
     assert all(s.readbacks == ["42"] for s in sessions)
     # By content: each caller heard its own dialled number and its own call number, through the phone path.
-    batcher = WhisperBatcher(WhisperOptions(cache_dir=str(tmp_path_factory.mktemp("stt")), cpu_threads=1))
+    batcher = WhisperBatcher(WhisperOptions(cache_dir=str(stt_cache), cpu_threads=1))
     try:
         for session, other in zip(sessions, reversed(sessions), strict=True):
             transcript = await batcher.transcribe_8k(greetings[session.did])

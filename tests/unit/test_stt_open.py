@@ -90,11 +90,6 @@ def speech(synth: PiperSynthesizer, text: str) -> Samples:
 
 
 @pytest.fixture(scope="session")
-def stt_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return tmp_path_factory.mktemp("stt-cache")
-
-
-@pytest.fixture(scope="session")
 def whisper_options(stt_cache: Path) -> WhisperOptions:
     return WhisperOptions(cache_dir=str(stt_cache), cpu_threads=1, batch_wait_ms=50, batch_max=8)
 

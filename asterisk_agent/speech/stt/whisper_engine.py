@@ -75,6 +75,7 @@ MAX_MODEL_LENGTH = 448
 COMPRESSION_RATIO_THRESHOLD = 2.4
 REPEAT_MIN_TOKENS = 3  # a span at least this long said twice in a row marks a runaway hypothesis
 FULL_SCALE = 32768.0
+MAX_HINT_TOKENS = 120  # Whisper's previous-text slot holds up to 223; keep it short
 
 Audio = npt.NDArray[np.float32]
 
@@ -260,17 +261,27 @@ class WhisperRunner:
 
     # --- decoding --------------------------------------------------------------------------------------------
 
-    def _decode(self, audios: Sequence[Audio], window: int) -> list[tuple[list[int], float, float]]:
+    def _prompt(self, hint: str) -> list[int]:
+        """The decoder prompt: with a ``hint``, Whisper's previous-text slot holds it (names and words the
+        utterance is likely to contain bias the decoder towards their spelling), then the task tokens."""
+        if not hint:
+            return list(self.prompt)
+        hint_tokens = list(self.tokenizer.encode(" " + hint.strip()))[-(MAX_HINT_TOKENS):]
+        return [self.tokenizer.sot_prev, *hint_tokens, *self.prompt]
+
+    def _decode(self, audios: Sequence[Audio], window: int,
+                hints: Sequence[str] | None = None) -> list[tuple[list[int], float, float]]:
         """One encode + one greedy generate over ``audios`` on a ``window``-second window: per utterance its
         tokens, avg log-prob and no-speech probability."""
         batch = np.ascontiguousarray(np.stack([self._features(audio, window) for audio in audios]))
         encoded = self.model.encode(self._ct2.StorageView.from_array(batch))
         budgets = [self._budget(len(audio) / MODEL_RATE) for audio in audios]
+        prompts = [self._prompt(hint) for hint in (hints or [""] * len(audios))]
         results = self.model.generate(
             encoded,
-            [self.prompt] * len(audios),
+            prompts,
             beam_size=self.options.beam_size,
-            max_length=len(self.prompt) + max(budgets),
+            max_length=max(len(prompt) for prompt in prompts) + max(budgets),
             return_scores=True,
             return_no_speech_prob=True,
             suppress_blank=True,
@@ -316,14 +327,16 @@ class WhisperRunner:
         no_speech = float(np.min([segment.no_speech_prob for segment in segments]))
         return self._transcript(text, avg, no_speech, seconds, window=max(FULL_WINDOW_SECONDS, seconds))
 
-    def _checked(self, audio: Audio, hypothesis: tuple[list[int], float, float], window: int) -> Transcript:
+    def _checked(self, audio: Audio, hypothesis: tuple[list[int], float, float], window: int,
+                 hint: str = "") -> Transcript:
         """The short window's hypothesis, or the full window's when it looks like a runaway."""
         seconds = len(audio) / MODEL_RATE
         tokens, avg, no_speech = hypothesis
         text = str(self.tokenizer.decode(tokens)).strip()
         if window < FULL_WINDOW_SECONDS and self._runaway(tokens, text, seconds):
-            log.info("whisper: runaway hypothesis on a %d s window (%r...); decoding on 30 s", window, text[:60])
-            tokens, avg, no_speech = self._decode([audio], FULL_WINDOW_SECONDS)[0]
+            log.info("whisper: runaway hypothesis on a %d s window (%d characters); decoding on 30 s", window,
+                     len(text))
+            tokens, avg, no_speech = self._decode([audio], FULL_WINDOW_SECONDS, [hint])[0]
             text = str(self.tokenizer.decode(tokens)).strip()
             return self._transcript(text, avg, no_speech, seconds, window=FULL_WINDOW_SECONDS, fallback=True)
         return self._transcript(text, avg, no_speech, seconds, window=window)
@@ -333,8 +346,10 @@ class WhisperRunner:
         with self._lock:
             return self._padded_path(audio)
 
-    def transcribe(self, audios: Sequence[Audio]) -> list[Transcript]:
-        """Each utterance (16 kHz float) transcribed; the ones that fit share one short-window batch."""
+    def transcribe(self, audios: Sequence[Audio], hints: Sequence[str] | None = None) -> list[Transcript]:
+        """Each utterance (16 kHz float) transcribed; the ones that fit share one short-window batch. ``hints``:
+        per utterance, words it is likely to contain ("" for none)."""
+        hints = list(hints) if hints is not None else [""] * len(audios)
         with self._lock:
             out: list[Transcript | None] = [None] * len(audios)
             batch: list[int] = []
@@ -348,9 +363,9 @@ class WhisperRunner:
                     out[index] = self._padded_path(audio)
             if batch:
                 window = max(self.window_seconds(len(audios[i]) / MODEL_RATE) for i in batch)
-                decoded = self._decode([audios[i] for i in batch], window)
+                decoded = self._decode([audios[i] for i in batch], window, [hints[i] for i in batch])
                 for index, hypothesis in zip(batch, decoded, strict=True):
-                    out[index] = self._checked(audios[index], hypothesis, window)
+                    out[index] = self._checked(audios[index], hypothesis, window, hints[index])
             return [transcript for transcript in out if transcript is not None]
 
 
@@ -367,6 +382,7 @@ def load_whisper(options: WhisperOptions) -> WhisperRunner:
 class _Pending:
     audio: Audio
     future: asyncio.Future[Transcript]
+    hint: str = ""
     queued_at: float = field(default_factory=time.perf_counter)
 
 
@@ -404,19 +420,19 @@ class WhisperBatcher:
         """The event loop the batcher runs on once started (``None`` before :meth:`start` or after :meth:`close`)."""
         return self._loop if self._task is not None else None
 
-    async def transcribe(self, audio: Audio) -> Transcript:
-        """``audio`` (16 kHz float) transcribed in the next batch."""
+    async def transcribe(self, audio: Audio, hint: str = "") -> Transcript:
+        """``audio`` (16 kHz float) transcribed in the next batch (``hint``: words it likely contains)."""
         if self._closed:
             raise RuntimeError("the whisper batcher is closed")
         await self.start()
         assert self._wake is not None
         future: asyncio.Future[Transcript] = asyncio.get_running_loop().create_future()
-        self._queue.append(_Pending(audio, future))
+        self._queue.append(_Pending(audio, future, hint))
         self._wake.set()
         return await future
 
-    async def transcribe_8k(self, samples: Samples) -> Transcript:
-        return await self.transcribe(to_model_audio(samples))
+    async def transcribe_8k(self, samples: Samples, hint: str = "") -> Transcript:
+        return await self.transcribe(to_model_audio(samples), hint)
 
     async def _run(self) -> None:
         assert self._wake is not None
@@ -445,7 +461,7 @@ class WhisperBatcher:
             assert runner is not None
             try:
                 transcripts = await loop.run_in_executor(self._executor, runner.transcribe,
-                                                         [item.audio for item in batch])
+                                                         [item.audio for item in batch], [item.hint for item in batch])
             except Exception as error:  # every waiting caller learns it; the batcher goes on
                 log.exception("whisper batch of %d failed", len(batch))
                 for item in batch:
@@ -550,7 +566,8 @@ class WhisperRecognizer:
         audio, seconds = self._take()
         if not len(audio):
             return self._recognition(Transcript("", 0.0, 0.0, 1.0, 0.0, 0.0), seconds, started)
-        transcript = await self._engine.batcher().transcribe(audio)
+        hint = self._grammar.hint if self._grammar is not None else ""
+        transcript = await self._engine.batcher().transcribe(audio, hint)
         return self._recognition(transcript, seconds, started)
 
     def reset(self) -> None:
