@@ -133,9 +133,10 @@ class HttpSttSettings(_Strict):
 
 class SttSettings(_Strict):
     """Speech recognition: ``whisper`` (open recognition, offline), ``pocketsphinx`` (per-state grammars in a
-    process pool, offline) or ``http`` (an OpenAI-compatible transcription endpoint)."""
+    process pool, offline), ``http`` (an OpenAI-compatible transcription endpoint) or ``none`` (callers are
+    not listened to: keys only, the media leg still records and plays)."""
 
-    engine: str = Field(default="whisper", pattern=r"^(whisper|pocketsphinx|http)$")
+    engine: str = Field(default="whisper", pattern=r"^(whisper|pocketsphinx|http|none)$")
     processes: int = Field(default=0, ge=0, le=64)  # pocketsphinx worker processes; 0: one per core
     whisper: WhisperSettings = WhisperSettings()
     http: HttpSttSettings = HttpSttSettings()

@@ -81,7 +81,7 @@ class CallManager:
         if self.voice is None:
             tts = self.settings.speech.tts
             self.voice = await Voice.load(tts.engine, threads=tts.threads, workers=tts.workers)
-        if self.recognition is None:
+        if self.recognition is None and self.settings.speech.stt.engine != "none":
             recognition = make_recognition(self.settings.speech.stt)
             await recognition.start()
             self.recognition = recognition

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 import pytest_asyncio
+from blockbuster import BlockingError, blockbuster_ctx
 
 from asterisk_agent.calls.session import CallState, Session
 from asterisk_agent.config import DEFAULT_NAMES
@@ -222,3 +223,36 @@ async def test_a_failing_recognition_engine_apologises_and_the_call_goes_on(
     assert session.state is CallState.COLLECTING  # listening again
     await caller.hangup()
     await worker.manager.wait_idle()
+
+
+async def test_no_blocking_call_on_the_event_loop_during_a_spoken_call(
+    make_worker, stt_cache: Path, carrier: Carrier, caller_media: MediaContext, voices: Voice,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """blockbuster raises on blocking I/O (sleeps, file and socket calls on blocking descriptors) made from our
+    package on the event loop's thread; errors raised in loop callbacks are logged, so the log is checked too."""
+    worker = await speaking_worker(make_worker, stt_cache)
+    line = await voices.prompt(introduction_line("Henry", "2718"))
+    loop = asyncio.get_running_loop()
+    failures: list[object] = []
+    previous = loop.get_exception_handler()
+    loop.set_exception_handler(lambda _loop, context: failures.append(context.get("exception")))
+    try:
+        with blockbuster_ctx(["asterisk_agent"], excluded_modules=["asterisk_agent.pbx"]):
+            caller = await carrier.call("100", caller_number="15550006")
+            await caller.wait_answered()
+            await caller.attach_media(carrier, caller_media)
+            session = session_of(worker, caller)
+            await caller.wait_reply(0, quiet_ms=1000)
+            _, said_last = await caller.speak(line)
+            await caller.wait_reply(said_last + 1, quiet_ms=1000)
+            await caller.hangup()
+            await worker.manager.wait_idle()
+    finally:
+        loop.set_exception_handler(previous)
+    assert failures == []
+    assert not [r for r in caplog.records if "Blocking" in r.getMessage() or (r.exc_info and r.exc_info[0] is not None
+                                                                          and issubclass(r.exc_info[0], BlockingError))]
+    assert session.end_reason is not None and session.end_reason.value == "caller_hangup"
+    assert [turn.text for turn in session.transcript if turn.speaker == "agent"] == [
+        "Thank you, Henry. Your number is 2, 7, 1, 8."]

@@ -25,6 +25,9 @@ from tests.support import speech_samples
 
 pytestmark = [pytest.mark.asterisk, pytest.mark.usefixtures("leak_audit")]
 
+MEDIA = {"enabled": True, "port_min": 43000, "port_max": 43099}
+KEYS_ONLY = {"stt": {"engine": "none"}}  # the media leg without recognition: these tests drive it by hand
+
 
 @pytest_asyncio.fixture(loop_scope="session")
 async def caller_media() -> AsyncIterator[MediaContext]:
@@ -54,7 +57,7 @@ async def until(predicate, timeout_s: float = 10.0) -> None:  # type: ignore[no-
 
 
 async def test_each_side_hears_the_other(make_worker, carrier: Carrier, caller_media: MediaContext) -> None:
-    worker = await make_worker(media={"enabled": True, "port_min": 43000, "port_max": 43099})
+    worker = await make_worker(media=MEDIA, speech=KEYS_ONLY)
     caller = await carrier.call("100")
     await caller.wait_answered()
     leg = await caller.attach_media(carrier, caller_media)
@@ -87,7 +90,7 @@ async def test_each_side_hears_the_other(make_worker, carrier: Carrier, caller_m
 
 
 async def test_barge_in_drops_the_queued_reply(make_worker, carrier: Carrier, caller_media: MediaContext) -> None:
-    worker = await make_worker(media={"enabled": True, "port_min": 43000, "port_max": 43099})
+    worker = await make_worker(media=MEDIA, speech=KEYS_ONLY)
     caller = await carrier.call("100")
     await caller.wait_answered()
     await caller.attach_media(carrier, caller_media)
@@ -110,7 +113,7 @@ async def test_barge_in_drops_the_queued_reply(make_worker, carrier: Carrier, ca
 async def test_the_caller_talking_over_a_reply_cuts_it_and_each_turn_is_endpointed(
     make_worker, carrier: Carrier, caller_media: MediaContext
 ) -> None:
-    worker = await make_worker(media={"enabled": True, "port_min": 43000, "port_max": 43099})
+    worker = await make_worker(media=MEDIA, speech=KEYS_ONLY)
     caller = await carrier.call("100")
     await caller.wait_answered()
     leg = await caller.attach_media(carrier, caller_media)
@@ -139,7 +142,7 @@ async def test_the_caller_talking_over_a_reply_cuts_it_and_each_turn_is_endpoint
 async def test_the_agent_greets_with_its_own_voice_and_reads_back_keys(
     make_worker, carrier: Carrier, caller_media: MediaContext, stt_cache: Path
 ) -> None:
-    worker = await make_worker(media={"enabled": True, "port_min": 43000, "port_max": 43099})
+    worker = await make_worker(media=MEDIA, speech=KEYS_ONLY)
     voice = worker.manager.voice
     assert voice is not None
     renders_before = voice.cache.renders
