@@ -21,7 +21,7 @@ from asterisk_agent.ari.events import (
     channel_id_of,
 )
 from asterisk_agent.ari.ids import IdFactory
-from asterisk_agent.calls.session import EndReason, Session, SessionOptions
+from asterisk_agent.calls.session import EndReason, Session, SessionOptions, fixed_replies
 from asterisk_agent.config import Settings
 from asterisk_agent.media.leg import MediaContext
 from asterisk_agent.media.pacer import PacingClock
@@ -65,6 +65,7 @@ class CallManager:
         self.media: MediaContext | None = None
         self.voice: Voice | None = None  # loaded by the worker before calls arrive (see load_speech)
         self.recognition: UtteranceRecognition | None = None
+        self._prerender: asyncio.Task[None] | None = None
         if settings.media.enabled:
             conf = settings.media
             self.media = MediaContext(
@@ -85,6 +86,18 @@ class CallManager:
             recognition = make_recognition(self.settings.speech.stt)
             await recognition.start()
             self.recognition = recognition
+            names = sorted({name for account in self.settings.accounts.values() for name in account.names})
+            self._prerender = asyncio.get_running_loop().create_task(self._render(fixed_replies(names)),
+                                                                     name="prerender-replies")
+
+    async def _render(self, texts: list[str]) -> None:
+        """Fixed replies rendered in the background, so the first caller to need one does not wait for it."""
+        assert self.voice is not None
+        for text in texts:
+            try:
+                await self.voice.prompt(text)
+            except Exception:  # a reply that fails here is rendered (or fails) when a call needs it
+                log.exception("rendering a fixed reply failed")
 
     async def wait_idle(self, timeout_s: float = 10.0) -> None:
         """Until no session is live (every one has ended and torn down)."""
@@ -257,6 +270,10 @@ class CallManager:
                 await task
         if self.media is not None:
             await self.media.clock.stop()
+        if self._prerender is not None:
+            self._prerender.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._prerender
         if self.voice is not None:
             self.voice.close()
         if self.recognition is not None:

@@ -99,6 +99,15 @@ class _CallerGone(Exception):
     pass
 
 
+SORRY_NO_MATCH = "Sorry, I did not catch that. Please say your name and your number."
+SORRY_FAILED = "Sorry, I could not make that out just now. Please say your name and your number again."
+
+
+def fixed_replies(names: list[str]) -> list[str]:
+    """Every reply sentence that recurs across calls, to render once before callers need them."""
+    return [SORRY_NO_MATCH, SORRY_FAILED, *(f"Thank you, {name}." for name in names)]
+
+
 PREROLL_FRAMES = 10  # audio kept before the endpointer's first speech frame (200 ms): soft word onsets
 TAIL_FRAMES = 10  # and after its last speech frame
 
@@ -406,17 +415,19 @@ class Session:
                 value = self.introduction.build().normalize(result.text)
             self.note("heard", f"{len(result.text.split())} words, confidence {result.confidence:.2f}")
         recognized_at = time.monotonic()
+        fixed: str | None = None  # a sentence that recurs across calls: rendered once, from the prompt cache
         if isinstance(value, Introduction):
-            reply = f"Thank you, {value.name}. Your number is {_spaced(value.number)}."
+            fixed = f"Thank you, {value.name}."
+            reply = f"Your number is {_spaced(value.number)}."
         elif turn.error is not None:
-            reply = "Sorry, I could not make that out just now. Please say your name and your number again."
+            fixed, reply = SORRY_FAILED, ""
         else:
-            reply = "Sorry, I did not catch that. Please say your name and your number."
+            fixed, reply = SORRY_NO_MATCH, ""
         self.state = CallState.REPLYING
-        said = Turn("agent", reply, start_ms=leg.tap.frames * FRAME_MS,
+        said = Turn("agent", " ".join(part for part in (fixed, reply) if part), start_ms=leg.tap.frames * FRAME_MS,
                     recognize_ms=round((recognized_at - heard.decided_at) * 1000, 1))
         self.transcript.append(said)
-        first_audio = await self._say(reply, interruptible=True)
+        first_audio = await self._say(reply, interruptible=True, fixed=fixed)
         if first_audio is not None:
             said.reply_ms = round((first_audio - heard.decided_at) * 1000, 1)
         said.end_ms = leg.tap.frames * FRAME_MS
