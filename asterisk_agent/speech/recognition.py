@@ -34,8 +34,8 @@ from asterisk_agent.config import SttSettings
 from asterisk_agent.media.codecs import Samples
 from asterisk_agent.speech.stt.base import Recognition, StreamingRecognizer
 from asterisk_agent.speech.stt.grammars import Grammar, GrammarSpec, pronouncing_dictionary
-from asterisk_agent.speech.stt.http_engine import HttpEngine, HttpRecognizer, HttpSttOptions
-from asterisk_agent.speech.stt.whisper_engine import WhisperEngine, WhisperOptions, WhisperRecognizer
+from asterisk_agent.speech.stt.http_engine import HttpEngine, HttpSttOptions
+from asterisk_agent.speech.stt.whisper_engine import WhisperEngine, WhisperOptions
 
 if TYPE_CHECKING:
     from asterisk_agent.speech.stt.pocketsphinx_engine import PocketsphinxEngine
@@ -63,27 +63,20 @@ class UtteranceRecognition(Protocol):
     async def close(self) -> None: ...
 
 
-async def _recognize_buffered(recognizer: WhisperRecognizer | HttpRecognizer, audio: Samples) -> Recognition:
-    recognizer.accept(audio)
-    return await recognizer.finish_async()
+class _BufferedRecognition:
+    """An engine that takes the whole utterance at once (whisper, an HTTP endpoint)."""
 
-
-class WhisperRecognition:
-    """Open recognition on faster-whisper, batched across calls (see the module's notes)."""
-
-    name = "faster-whisper"
-
-    def __init__(self, options: WhisperOptions | None = None) -> None:
-        self.engine = WhisperEngine(options or WhisperOptions())
+    name = "buffered"
+    engine: WhisperEngine | HttpEngine
 
     async def start(self) -> None:
-        await self.engine.batcher().start()
         await asyncio.get_running_loop().run_in_executor(None, pronouncing_dictionary)
 
     async def recognize(self, call_id: str, audio: Samples, grammar: GrammarSpec | None) -> Recognition:
         del call_id
-        built = await _built(grammar)
-        return await _recognize_buffered(self.engine.open(built), audio)
+        recognizer = self.engine.open(await _built(grammar))
+        recognizer.accept(audio)
+        return await recognizer.finish_async()
 
     def release(self, call_id: str) -> None:
         del call_id
@@ -92,27 +85,26 @@ class WhisperRecognition:
         await self.engine.close()
 
 
-class HttpRecognition:
+class WhisperRecognition(_BufferedRecognition):
+    """Open recognition on faster-whisper, batched across calls (see the module's notes)."""
+
+    name = "faster-whisper"
+
+    def __init__(self, options: WhisperOptions | None = None) -> None:
+        self.engine: WhisperEngine = WhisperEngine(options or WhisperOptions())
+
+    async def start(self) -> None:
+        await self.engine.batcher().start()
+        await super().start()
+
+
+class HttpRecognition(_BufferedRecognition):
     """An OpenAI-compatible transcription endpoint."""
 
     name = "http"
 
     def __init__(self, options: HttpSttOptions) -> None:
         self.engine = HttpEngine(options)
-
-    async def start(self) -> None:
-        await asyncio.get_running_loop().run_in_executor(None, pronouncing_dictionary)
-
-    async def recognize(self, call_id: str, audio: Samples, grammar: GrammarSpec | None) -> Recognition:
-        del call_id
-        built = await _built(grammar)
-        return await _recognize_buffered(self.engine.open(built), audio)
-
-    def release(self, call_id: str) -> None:
-        del call_id
-
-    async def close(self) -> None:
-        await self.engine.close()
 
 
 async def _built(grammar: GrammarSpec | None) -> Grammar | None:
