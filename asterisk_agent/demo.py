@@ -72,6 +72,9 @@ class CallResult:
     barge_ins: int = 0  # as the worker recorded them
     setup_ms: float | None = None
     voice_to_voice_ms: list[float] = field(default_factory=list)  # the caller's last word to the reply's first
+    # The worker's side of each answer: endpoint decision to recognised, and to the first reply audio queued.
+    recognize_ms: list[float] = field(default_factory=list)
+    reply_ms: list[float] = field(default_factory=list)
     session_id: str | None = None
     error: str | None = None
 
@@ -171,6 +174,9 @@ async def _demo(bed: TestBed, calls: int) -> tuple[list[CallResult], list[str], 
         if session is not None:
             result.session_id = session.id
             result.barge_ins = len(session.barge_ins)
+            answers = [turn for turn in session.transcript if turn.speaker == "agent"]
+            result.recognize_ms = [t.recognize_ms for t in answers if t.recognize_ms is not None]
+            result.reply_ms = [t.reply_ms for t in answers if t.reply_ms is not None]
     return results, leaks, elapsed
 
 
@@ -228,12 +234,16 @@ def run_demo(*, calls: int, json_path: str, dialplan: Path) -> int:
         "setup_ms_p50": round(statistics.median(setups), 2) if setups else None,
         "voice_to_voice_ms_p50": _percentile(latencies, 0.5),
         "voice_to_voice_ms_p95": _percentile(latencies, 0.95),
+        "recognize_ms_p50": _percentile([ms for r in results for ms in r.recognize_ms], 0.5),
+        "reply_ms_p50": _percentile([ms for r in results for ms in r.reply_ms], 0.5),
+        "reply_ms_p95": _percentile([ms for r in results for ms in r.reply_ms], 0.95),
         "per_call": [asdict(r) for r in results],
     }
     Path(json_path).write_text(json.dumps(summary, indent=2))
     print(f"answered {answered}/{calls}, heard correctly {correct}/{calls}, sessions {distinct_sessions}, "
           f"barge-ins {summary['barge_ins']}, voice-to-voice p50 {summary['voice_to_voice_ms_p50']} ms "
-          f"p95 {summary['voice_to_voice_ms_p95']} ms, leaks {len(leaks)}, {elapsed:.1f} s; wrote {json_path}")
+          f"p95 {summary['voice_to_voice_ms_p95']} ms (endpoint to first reply audio p50 {summary['reply_ms_p50']} "
+          f"ms), leaks {len(leaks)}, {elapsed:.1f} s; wrote {json_path}")
     for error in errors:
         print(f"error: {error}", file=sys.stderr)
     return 0 if not errors and correct == calls else 1

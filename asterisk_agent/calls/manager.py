@@ -203,6 +203,11 @@ class CallManager:
         del self.finished[:-1000]
         if not self.sessions:
             self._idle.set()
+            if self.media is not None:
+                window = self.media.clock.stats.take_window()
+                log.info("pacing since the last idle moment: %d intervals, deviation p50 %s ms p99 %s ms max %s ms, "
+                         "%d stalls", window["intervals"], window["p50_ms"], window["p99_ms"], window["max_ms"],
+                         window["stalls"])
 
     async def _send_on(self, channel_id: str, did: str) -> None:
         with contextlib.suppress(AriNotFound):

@@ -430,6 +430,9 @@ class Session:
         first_audio = await self._say(reply, interruptible=True, fixed=fixed)
         if first_audio is not None:
             said.reply_ms = round((first_audio - heard.decided_at) * 1000, 1)
+        log.info("session %s turn: endpoint %d ms after the last speech, recognised %s ms and first reply audio %s "
+                 "ms after the endpoint", self.id, (heard.decided_frame - heard.last_frame) * FRAME_MS,
+                 said.recognize_ms, said.reply_ms)
         said.end_ms = leg.tap.frames * FRAME_MS
         said.cut = bool(self._barged.is_set())
 

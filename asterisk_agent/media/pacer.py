@@ -26,7 +26,7 @@ import logging
 import time
 from collections import deque
 from collections.abc import Awaitable, Callable, Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from asterisk_agent.media.frames import FRAME_SECONDS
 
@@ -81,6 +81,10 @@ class TickHandle:
         self._clock.unregister(self)
 
 
+DEVIATION_BIN_MS = 0.1
+DEVIATION_BINS = 201  # 0 .. 20 ms in 0.1 ms steps; the last bin holds everything beyond
+
+
 @dataclass(slots=True)
 class PacingStats:
     ticks: int = 0  # ticks run
@@ -88,6 +92,34 @@ class PacingStats:
     stalls: int = 0  # wake-ups that were a period or more late
     errors: int = 0  # callbacks that raised (and were unregistered)
     max_lateness: float = 0.0  # worst lateness of a tick that ran, in seconds, relative to its grid deadline
+    # How far each interval between two ticks strayed from the period (|lateness - previous lateness|), as a
+    # histogram, so a long run costs no memory; :meth:`deviation_ms` reads percentiles off it.
+    deviations: list[int] = field(default_factory=lambda: [0] * DEVIATION_BINS)
+
+    def add_deviation(self, seconds: float) -> None:
+        self.deviations[min(DEVIATION_BINS - 1, int(abs(seconds) * 1000 / DEVIATION_BIN_MS))] += 1
+
+    def deviation_ms(self, q: float) -> float | None:
+        """The ``q`` quantile (0..1) of the interval deviation in milliseconds (upper edge of its bin)."""
+        total = sum(self.deviations)
+        if not total:
+            return None
+        rank, seen = q * total, 0
+        for index, count in enumerate(self.deviations):
+            seen += count
+            if seen >= rank:
+                return round((index + 1) * DEVIATION_BIN_MS, 1)
+        return round(DEVIATION_BINS * DEVIATION_BIN_MS, 1)
+
+    def take_window(self) -> dict[str, float | int | None]:
+        """A summary since the last call (intervals, p50/p99/max deviation, stalls), then start a new window."""
+        summary: dict[str, float | int | None] = {
+            "intervals": sum(self.deviations), "p50_ms": self.deviation_ms(0.5), "p99_ms": self.deviation_ms(0.99),
+            "max_ms": self.deviation_ms(1.0), "stalls": self.stalls, "skipped": self.skipped,
+        }
+        self.deviations = [0] * DEVIATION_BINS
+        self.stalls = self.skipped = 0
+        return summary
 
 
 class PacingClock:
@@ -153,6 +185,7 @@ class PacingClock:
         self.origin = origin
         index = 0
         done = 0
+        previous_late = 0.0
         try:
             while not self._stopping and (ticks is None or done < ticks):
                 deadline = origin + index * period
@@ -166,6 +199,9 @@ class PacingClock:
                     self.stats.stalls += 1
                     late -= missed * period
                 self.stats.max_lateness = max(self.stats.max_lateness, late)
+                if done:
+                    self.stats.add_deviation(late - previous_late)
+                previous_late = late
                 self.index = index
                 self.stats.ticks += 1
                 self._fire(now)

@@ -208,3 +208,19 @@ async def test_real_clock_smoke() -> None:
         assert clock.running
     assert not clock.running
     assert len(times) > 20
+
+
+def test_interval_deviation_histogram_and_windows() -> None:
+    from asterisk_agent.media.pacer import PacingStats
+
+    stats = PacingStats()
+    assert stats.deviation_ms(0.99) is None
+    for seconds in [0.0001] * 98 + [0.0015, 0.030]:
+        stats.add_deviation(seconds)
+    assert stats.deviation_ms(0.5) == 0.2  # 0.1 ms falls in the second bin: upper edge 0.2
+    assert stats.deviation_ms(0.99) == 1.6
+    assert stats.deviation_ms(1.0) == 20.1  # beyond the histogram: its last bin
+    stats.stalls = 2
+    window = stats.take_window()
+    assert window["intervals"] == 100 and window["p99_ms"] == 1.6 and window["stalls"] == 2
+    assert stats.deviation_ms(0.5) is None and stats.stalls == 0
