@@ -66,8 +66,9 @@ class MediaConfig(_Strict):
     port_min: int = Field(default=40000, ge=1024, le=65535)
     port_max: int = Field(default=40999, ge=1024, le=65535)
     codec: str = Field(default="ulaw", pattern=r"^(ulaw|alaw|slin16)$")
-    # Bridge each caller with an externalMedia leg to this worker (RTP in and out). Off until speech lands.
-    enabled: bool = False
+    # Bridge each caller with an externalMedia leg to this worker (RTP in and out): the agent speaks and listens.
+    # Off: keys only, with prompts played by Asterisk.
+    enabled: bool = True
     jitter_depth_frames: int = Field(default=3, ge=0, le=20)
 
     @field_validator("bind_address", "advertised_address")
@@ -101,11 +102,18 @@ class EndpointerSettings(_Strict):
     stay_threshold: float = Field(default=0.35, gt=0, le=1)
     start_ms: int = Field(default=100, ge=20)
     end_ms: int = Field(default=400, ge=20)
+    pause_ms: int = Field(default=0, ge=0)  # start recognising after this much silence (0: at the endpoint)
     min_utterance_ms: int = Field(default=200, ge=0)
     max_utterance_ms: int = Field(default=15_000, ge=100)
     echo_threshold: float | None = Field(default=0.8, gt=0, le=1)
     echo_margin_db: float | None = Field(default=12.0, ge=0)
     echo_tail_ms: int = Field(default=300, ge=0)
+
+    @model_validator(mode="after")
+    def _pause(self) -> EndpointerSettings:
+        if self.pause_ms and not 20 <= self.pause_ms < self.end_ms:
+            raise ValueError("pause_ms must be 0 (off) or 20 ms or more and below end_ms")
+        return self
 
 
 class TtsSettings(_Strict):

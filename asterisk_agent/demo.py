@@ -16,6 +16,7 @@ import logging
 import statistics
 import sys
 import time
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -29,7 +30,8 @@ from asterisk_agent.pbx.audit import audit
 from asterisk_agent.pbx.carrier.callers import Carrier, SimulatedCaller, caller_voice
 from asterisk_agent.pbx.instances import TestBed
 from asterisk_agent.pbx.root import PbxError, asterisk_version, build_root, default_home
-from asterisk_agent.speech.stt.grammars import digits_in
+from asterisk_agent.speech.stt.grammars import digits_in, pronouncing_dictionary, words_of
+from asterisk_agent.speech.stt.metrics import edit_distance
 from asterisk_agent.speech.stt.whisper_engine import WhisperBatcher, WhisperOptions
 from asterisk_agent.speech.voice import Voice
 from asterisk_agent.worker import Worker
@@ -54,8 +56,48 @@ def introduction_line(name: str, number: str) -> str:
     return f"My name is {name}. My number is {', '.join(DIGIT_WORDS[int(d)] for d in number)}."
 
 
-def heard_own(text: str, name: str, number: str) -> bool:
-    return name.lower() in text.lower() and number in digits_in(text)
+def _phones(word: str) -> list[tuple[str, ...]]:
+    """The word's pronunciations as phone sequences, stress marks dropped ([] when the dictionary lacks it)."""
+    dictionary = pronouncing_dictionary()
+    if word not in dictionary:
+        return []
+    return [tuple(phone.rstrip("012") for phone in p.split()) for p in dictionary.pronunciations(word)]
+
+
+def _sound_distance(heard: str, name: str) -> int:
+    """Phones apart when the dictionary knows both words, else letters apart."""
+    pairs = [edit_distance(a, b) for a in _phones(heard) for b in _phones(name)]
+    return min(pairs) if pairs else edit_distance(heard, name)
+
+
+def heard_name(text: str, name: str, others: Sequence[str] = DEFAULT_NAMES) -> bool:
+    """Whether ``text`` names ``name``: written as such, or a word within one phone of it (one letter, for
+    words the dictionary lacks) and nearer to it than to any other name of ``others``. A transcriber writes
+    "Marita" for a synthetic "Maria" now and then: the check is about which caller's name was said, not how
+    a transcriber spells it."""
+    if name.lower() in text.lower():
+        return True
+    rivals = [other.lower() for other in others if other.lower() != name.lower()]
+    for word in words_of(text):
+        own = _sound_distance(word, name.lower())
+        if own <= 1 and all(own < _sound_distance(word, rival) for rival in rivals):
+            return True
+    return False
+
+
+def heard_number(text: str, number: str, others: Sequence[str] = ()) -> bool:
+    """Whether ``text`` says ``number``: all its digits in order, or digits one slip away from it ("9-1-5-free")
+    and further from every number of ``others`` (the other callers')."""
+    heard = digits_in(text)
+    if number in heard:
+        return True
+    own = edit_distance(heard, number)
+    return own <= 1 and all(own < edit_distance(heard, other) for other in others if other != number)
+
+
+def heard_own(text: str, name: str, number: str, numbers: Sequence[str] = ()) -> bool:
+    """Own name and own number, judged against the other callers' names and ``numbers``."""
+    return heard_name(text, name) and heard_number(text, number, numbers)
 
 
 @dataclass
@@ -79,17 +121,23 @@ class CallResult:
     error: str | None = None
 
 
-async def converse(caller: SimulatedCaller, line: Samples, ears: WhisperBatcher, hint: str, *,
+def rephrased_line(name: str, number: str) -> str:
+    """What a caller says when asked again: the same facts in other words, as people do."""
+    return f"This is {name}. The number is {', '.join(DIGIT_WORDS[int(d)] for d in number)}."
+
+
+async def converse(caller: SimulatedCaller, lines: Sequence[Samples], ears: WhisperBatcher, hint: str, *,
                    barge_in: bool, result: CallResult) -> None:
-    """The caller's side of one conversation: listen, introduce itself, listen; repeat when it hears "sorry"."""
+    """The caller's side of one conversation: listen, introduce itself, listen; when it hears "sorry", say it
+    again with the next of ``lines`` (the last one repeated)."""
     if barge_in:
         await caller.ear.reply_after(0, 0)  # the greeting has started: talk over it
         result.barged_in = True
     else:
         await caller.wait_reply(0, quiet_ms=1000, timeout_s=60)
-    for _attempt in range(MAX_TRIES):
+    for attempt in range(MAX_TRIES):
         result.tries += 1
-        _, said_last = await caller.speak(line)
+        _, said_last = await caller.speak(lines[min(attempt, len(lines) - 1)])
         reply_first, _ = await caller.wait_reply(said_last + 1, quiet_ms=1000, timeout_s=60)
         result.voice_to_voice_ms.append((reply_first - said_last) * FRAME_MS)
         heard = caller.heard()[(said_last + 1) * FRAME_SAMPLES:]
@@ -99,7 +147,7 @@ async def converse(caller: SimulatedCaller, line: Samples, ears: WhisperBatcher,
 
 
 async def _one_call(carrier: Carrier, media: MediaContext, ears: WhisperBatcher, hint: str, *, index: int,
-                    line: Samples) -> tuple[CallResult, SimulatedCaller | None]:
+                    callers: int, lines: Sequence[Samples]) -> tuple[CallResult, SimulatedCaller | None]:
     result = CallResult(index + 1, caller_name(index), caller_number(index))
     caller: SimulatedCaller | None = None
     try:
@@ -108,8 +156,9 @@ async def _one_call(carrier: Carrier, media: MediaContext, ears: WhisperBatcher,
         result.answered = True
         result.setup_ms = caller.setup_ms
         await caller.attach_media(carrier, media)
-        await converse(caller, line, ears, hint, barge_in=index % 4 == 3, result=result)
-        result.heard_correctly = heard_own(result.heard_text, result.name, result.number)
+        await converse(caller, lines, ears, hint, barge_in=index % 4 == 3, result=result)
+        numbers = [caller_number(i) for i in range(callers)]
+        result.heard_correctly = heard_own(result.heard_text, result.name, result.number, numbers)
     except Exception as exc:  # one failed call must not stop the others
         result.error = f"{type(exc).__name__}: {exc}"
     finally:
@@ -143,14 +192,17 @@ async def _demo(bed: TestBed, calls: int) -> tuple[list[CallResult], list[str], 
                          advertised_address="127.0.0.1")
     carrier_creds = bed.carrier.credentials
     try:
-        lines = [await voice.prompt(introduction_line(caller_name(i), caller_number(i))) for i in range(calls)]
+        lines = [[await voice.prompt(text(caller_name(i), caller_number(i))) for text in (introduction_line,
+                                                                                        rephrased_line)]
+                 for i in range(calls)]
         async with AriClient(bed.carrier.ari_url, carrier_creds.ari_user, carrier_creds.ari_password) as carrier_ari:
             carrier = Carrier(carrier_ari)
             await carrier.start()
             started = time.monotonic()
             try:
                 done = await asyncio.gather(
-                    *(_one_call(carrier, media, ears, hint, index=i, line=lines[i]) for i in range(calls))
+                    *(_one_call(carrier, media, ears, hint, index=i, callers=calls,
+                                lines=lines[i]) for i in range(calls))
                 )
             finally:
                 elapsed = time.monotonic() - started

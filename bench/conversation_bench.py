@@ -220,7 +220,7 @@ async def run_stage(bed: TestBed, worker: Subject, carrier: Carrier, media: Medi
             text = (await ears.transcribe_8k(heard[first * FRAME_SAMPLES:(last + 1) * FRAME_SAMPLES], HINT)).text
             checked += 1
             own_name, own_number = caller_name(record.index), caller_number(record.index)
-            wrong += not heard_own(text, own_name, own_number)
+            wrong += not heard_own(text, own_name, own_number, sorted(numbers))
             other += any(n != own_number and n in digits_in(text) for n in numbers)
     await asyncio.sleep(0.5)  # the worker logs its pacing window when its last session ends
     new_log = worker.log_text()[log_offset:]

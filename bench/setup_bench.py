@@ -248,6 +248,8 @@ def worker_config(bed: TestBed, path: Path) -> Path:
         f"  username: {creds.ari_user}\n"
         f"  password: {creds.ari_password}\n"
         f"  app: {APP}\n"
+        "media:\n"
+        "  enabled: false\n"  # the foundation's keys-only path, compared with the echo app
         "timers:\n"
         "  call_max_ms: 120000\n"
         "accounts:\n"

@@ -39,6 +39,7 @@ def worker_settings(testbed: TestBed, **overrides: Any) -> Settings:
                 "reconnect_min_ms": 20, "reconnect_max_ms": 200},
         "timers": {"call_max_ms": 60_000, "digit_timeout_ms": 1500, "teardown_timeout_ms": 3000},
         "accounts": {"demo": {"numbers": ["_X."], "greeting": "beep"}},
+        "media": {"enabled": False},  # keys only unless a test turns speech on
     }
     for key, value in overrides.items():
         if isinstance(value, dict) and isinstance(data.get(key), dict):

@@ -41,8 +41,9 @@ from asterisk_agent.calls.ledger import Kind, Ledger
 from asterisk_agent.calls.turns import TurnDetector
 from asterisk_agent.media.frames import FRAME_MS
 from asterisk_agent.media.leg import MediaContext, MediaLeg, Samples
-from asterisk_agent.speech.endpointer import BargeIn, SpeechDiscarded, SpeechEnded, SpeechStarted
+from asterisk_agent.speech.endpointer import BargeIn, SpeechDiscarded, SpeechEnded, SpeechPaused, SpeechStarted
 from asterisk_agent.speech.recognition import UtteranceRecognition
+from asterisk_agent.speech.stt.base import Recognition
 from asterisk_agent.speech.stt.grammars import GrammarSpec, Introduction
 from asterisk_agent.speech.voice import Voice
 
@@ -105,7 +106,13 @@ SORRY_FAILED = "Sorry, I could not make that out just now. Please say your name 
 
 def fixed_replies(names: list[str]) -> list[str]:
     """Every reply sentence that recurs across calls, to render once before callers need them."""
-    return [SORRY_NO_MATCH, SORRY_FAILED, *(f"Thank you, {name}." for name in names)]
+    return [SORRY_NO_MATCH, SORRY_FAILED, *(f"Thank you {name}." for name in names)]
+
+
+def _retrieve(task: asyncio.Task[Recognition]) -> None:
+    """An early recognition nobody awaits (dropped, or the call ended) must not log "never retrieved"."""
+    if not task.cancelled():
+        task.exception()
 
 
 PREROLL_FRAMES = 10  # audio kept before the endpointer's first speech frame (200 ms): soft word onsets
@@ -121,6 +128,7 @@ class HeardUtterance:
     decided_frame: int
     decided_at: float  # time.monotonic() of the endpoint decision
     forced: bool = False
+    early: asyncio.Task[Recognition] | None = None  # recognition started at the pause before the endpoint
 
 
 @dataclass
@@ -139,6 +147,7 @@ class Turn:
     reply_ms: float | None = None
     cut: bool = False  # an agent turn the caller talked over
     error: str | None = None  # the recogniser failed on this caller turn
+    early: bool = False  # recognition of this caller turn started at a pause, before the endpoint
 
 
 @dataclass
@@ -179,6 +188,7 @@ class Session:
         self._key = asyncio.Event()  # set while a caller's key waits in the queue unread
         self._stasis_waiters: dict[str, asyncio.Future[None]] = {}
         self._barged = asyncio.Event()  # the caller talked over the reply (set from the media tick)
+        self._early: tuple[tuple[int, int], asyncio.Task[Recognition]] | None = None
         self._task: asyncio.Task[None] | None = None
         self._ended = asyncio.Event()
         self._ending = False
@@ -353,12 +363,16 @@ class Session:
                 self.note("barge_in", f"frame {event.frame_index}, {cut} reply frames cut")
             elif isinstance(event, SpeechStarted):
                 self.note("speech_started", f"frame {event.frame_index}")
+            elif isinstance(event, SpeechPaused):
+                if self._listening:
+                    self._look_early(event)
             elif isinstance(event, SpeechEnded):
                 self.utterances.append((event.start_index, event.last_speech_index))
                 self.note("utterance", f"frames {event.start_index}-{event.last_speech_index}")
                 if self._listening:
                     self._events.put_nowait(HeardUtterance(event.start_index, event.last_speech_index,
-                                                           event.frame_index, time.monotonic(), event.forced))
+                                                           event.frame_index, time.monotonic(), event.forced,
+                                                           self._take_early(event)))
             elif isinstance(event, SpeechDiscarded):
                 self.note("speech_discarded", f"frame {event.frame_index}")
 
@@ -390,6 +404,32 @@ class Session:
     def _listening(self) -> bool:
         return self.media is not None and self.voice is not None and self.recognition is not None
 
+    def _look_early(self, paused: SpeechPaused) -> None:
+        """Start recognising the turn so far: if the endpoint follows this pause, the result is (nearly) there."""
+        self._drop_early()
+        leg, recognition = self.media_leg, self.recognition
+        assert leg is not None and recognition is not None
+        audio = leg.tap.caller_frames(max(0, paused.start_index - PREROLL_FRAMES),
+                                      paused.last_speech_index + TAIL_FRAMES)
+        task = asyncio.get_running_loop().create_task(recognition.recognize(self.id, audio, self.introduction),
+                                                      name=f"early-stt-{self.id[:12]}")
+        task.add_done_callback(_retrieve)
+        self._early = ((paused.start_index, paused.last_speech_index), task)
+
+    def _take_early(self, ended: SpeechEnded) -> asyncio.Task[Recognition] | None:
+        """The early recognition if it covers exactly this turn (the caller did not speak again after it)."""
+        if self._early is not None and self._early[0] == (ended.start_index, ended.last_speech_index):
+            task = self._early[1]
+            self._early = None
+            return task
+        self._drop_early()
+        return None
+
+    def _drop_early(self) -> None:
+        if self._early is not None:
+            self._early[1].cancel()
+            self._early = None
+
     async def _answer(self, heard: HeardUtterance) -> None:
         """Recognise one caller utterance and answer it: their own name and number, or a re-prompt."""
         leg, recognition = self.media_leg, self.recognition
@@ -397,12 +437,16 @@ class Session:
             return
         first = max(0, heard.start_frame - PREROLL_FRAMES)
         audio = leg.tap.caller_frames(first, heard.last_frame + TAIL_FRAMES)
-        turn = Turn("caller", "", start_ms=heard.start_frame * FRAME_MS, end_ms=(heard.last_frame + 1) * FRAME_MS)
+        turn = Turn("caller", "", start_ms=heard.start_frame * FRAME_MS, end_ms=(heard.last_frame + 1) * FRAME_MS,
+                    early=heard.early is not None)
         self.transcript.append(turn)
         self.state = CallState.RECOGNIZING
         value: object = None
         try:
-            result = await recognition.recognize(self.id, audio, self.introduction)
+            if heard.early is not None:
+                result = await heard.early
+            else:
+                result = await recognition.recognize(self.id, audio, self.introduction)
         except asyncio.CancelledError:
             raise
         except Exception as exc:  # a failing engine must not end the call: say so and listen again
@@ -417,7 +461,7 @@ class Session:
         recognized_at = time.monotonic()
         fixed: str | None = None  # a sentence that recurs across calls: rendered once, from the prompt cache
         if isinstance(value, Introduction):
-            fixed = f"Thank you, {value.name}."
+            fixed = f"Thank you {value.name}."  # no comma: piper says the name more clearly
             reply = f"Your number is {_spaced(value.number)}."
         elif turn.error is not None:
             fixed, reply = SORRY_FAILED, ""
@@ -552,6 +596,7 @@ class Session:
         for waiter in self._playbacks.values():
             waiter.cancel()
         self._playbacks.clear()
+        self._drop_early()
         if self.media_leg is not None:
             self.media_leg.close()
         if self.turns is not None:

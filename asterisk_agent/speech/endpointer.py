@@ -15,6 +15,9 @@ The rules, every duration in :class:`EndpointerConfig` rounded up to whole frame
 - The endpoint: ``end_ms`` of consecutive non-speech frames inside a turn end it: :class:`SpeechEnded` (frame
   index of the decision, ``start_index``, ``last_speech_index``). A turn shorter than ``min_utterance_ms`` (first
   to last speech frame) is a click or a cough: it ends with :class:`SpeechDiscarded` instead.
+- Early look: ``pause_ms`` (0: off, else below ``end_ms``) of non-speech inside a turn gives :class:`SpeechPaused`
+  once per pause: the owner may start recognising what was said so far, so the result is ready (or nearly) when
+  the endpoint comes; if the caller goes on instead, that work is dropped.
 - A turn reaching ``max_utterance_ms`` ends at once: :class:`SpeechEnded` with ``forced=True``; if the caller
   goes on, the next frames start a new turn by the same rules.
 - Barge-in: a turn that starts on a frame where the agent is speaking also gives :class:`BargeIn` (stop the
@@ -51,6 +54,7 @@ class EndpointerConfig:
     stay_threshold: float = 0.35
     start_ms: int = 100
     end_ms: int = 400  # voice-to-voice budget: p50 700 ms = this + VAD lag + STT final + first reply audio
+    pause_ms: int = 0  # SpeechPaused after this much silence in a turn (0: never); below end_ms
     min_utterance_ms: int = 200
     max_utterance_ms: int = 15_000
     echo_threshold: float | None = 0.8
@@ -66,6 +70,8 @@ class EndpointerConfig:
             raise ValueError(f"start_ms and end_ms must be at least one frame ({FRAME_MS} ms)")
         if self.min_utterance_ms < 0 or self.echo_tail_ms < 0:
             raise ValueError("min_utterance_ms and echo_tail_ms must be at least 0")
+        if self.pause_ms and not FRAME_MS <= self.pause_ms < self.end_ms:
+            raise ValueError("pause_ms must be 0 (off) or at least one frame and below end_ms")
         if self.max_utterance_ms < max(self.start_ms, self.min_utterance_ms):
             raise ValueError("max_utterance_ms must be at least start_ms and min_utterance_ms")
         if self.echo_margin_db is not None and self.echo_margin_db < 0:
@@ -101,6 +107,16 @@ class SpeechDiscarded:
 
 
 @dataclass(frozen=True, slots=True)
+class SpeechPaused:
+    """``pause_ms`` of silence inside a turn: a :class:`SpeechEnded` with the same ``start_index`` and
+    ``last_speech_index`` follows unless the caller speaks again first."""
+
+    frame_index: int
+    start_index: int
+    last_speech_index: int
+
+
+@dataclass(frozen=True, slots=True)
 class BargeIn:
     """The caller started a turn while the agent was speaking: cut the reply (``MediaLeg.barge_in()``)."""
 
@@ -108,7 +124,7 @@ class BargeIn:
     start_index: int
 
 
-Event = SpeechStarted | SpeechEnded | SpeechDiscarded | BargeIn
+Event = SpeechStarted | SpeechEnded | SpeechDiscarded | SpeechPaused | BargeIn
 _NONE: tuple[Event, ...] = ()
 
 
@@ -125,6 +141,7 @@ class Endpointer:
         cfg = self.config
         self._start_frames = frames_for(cfg.start_ms)
         self._end_frames = frames_for(cfg.end_ms)
+        self._pause_frames = frames_for(cfg.pause_ms) if cfg.pause_ms else 0
         self._min_frames = frames_for(cfg.min_utterance_ms)
         self._max_frames = frames_for(cfg.max_utterance_ms)
         self._tail_frames = frames_for(cfg.echo_tail_ms)
@@ -204,4 +221,6 @@ class Endpointer:
         if index - start + 1 >= self._max_frames:
             self.state = State.IDLE
             return (SpeechEnded(index, start, last, forced=True),)
+        if self._pause_frames and index - last == self._pause_frames and last - start + 1 >= self._min_frames:
+            return (SpeechPaused(index, start, last),)
         return _NONE

@@ -75,7 +75,8 @@ class _BufferedRecognition:
     async def recognize(self, call_id: str, audio: Samples, grammar: GrammarSpec | None) -> Recognition:
         del call_id
         recognizer = self.engine.open(await _built(grammar))
-        recognizer.accept(audio)
+        # Resampling a whole utterance takes milliseconds: not on the loop, which paces every call's audio.
+        await asyncio.get_running_loop().run_in_executor(None, recognizer.accept, audio)
         return await recognizer.finish_async()
 
     def release(self, call_id: str) -> None:

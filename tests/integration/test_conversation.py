@@ -14,7 +14,15 @@ from blockbuster import BlockingError, blockbuster_ctx
 
 from asterisk_agent.calls.session import CallState, Session
 from asterisk_agent.config import DEFAULT_NAMES
-from asterisk_agent.demo import CallResult, caller_name, caller_number, converse, heard_own, introduction_line
+from asterisk_agent.demo import (
+    CallResult,
+    caller_name,
+    caller_number,
+    converse,
+    heard_own,
+    introduction_line,
+    rephrased_line,
+)
 from asterisk_agent.media.frames import FRAME_SAMPLES
 from asterisk_agent.media.leg import MediaContext
 from asterisk_agent.media.pacer import PacingClock
@@ -40,7 +48,7 @@ async def voices() -> AsyncIterator[Voice]:
 @pytest_asyncio.fixture(loop_scope="session", scope="module")
 async def ears(stt_cache: Path) -> AsyncIterator[WhisperBatcher]:
     """The callers' own transcriber: what each heard, checked by content after the call."""
-    batcher = WhisperBatcher(WhisperOptions(cache_dir=str(stt_cache), cpu_threads=2))
+    batcher = WhisperBatcher(WhisperOptions(cache_dir=str(stt_cache), cpu_threads=1))
     await batcher.start()
     yield batcher
     await batcher.close()
@@ -93,7 +101,7 @@ async def test_a_caller_says_name_and_number_and_hears_both_back(
     assert session.introduction is not None
     assert session.introduction.build().normalize(heard_turn.text) == Introduction("Grace", "4271")
     assert 0.5 < (heard_turn.confidence or 0) <= 1
-    assert reply_turn.speaker == "agent" and reply_turn.text == "Thank you, Grace. Your number is 4, 2, 7, 1."
+    assert reply_turn.speaker == "agent" and reply_turn.text == "Thank you Grace. Your number is 4, 2, 7, 1."
     assert reply_turn.recognize_ms is not None and reply_turn.reply_ms is not None
     assert reply_turn.reply_ms >= reply_turn.recognize_ms
     # The caller's turn sits where the caller spoke, in the worker's recording tap (20 ms frames, both clocks
@@ -102,6 +110,29 @@ async def test_a_caller_says_name_and_number_and_hears_both_back(
     await caller.hangup()
     await worker.manager.wait_idle()
     assert session.ledger.live() == [] and session.state is CallState.ENDED
+
+
+async def test_recognition_started_at_a_pause_answers_the_same(
+    make_worker, stt_cache: Path, carrier: Carrier, caller_media: MediaContext, voices: Voice, ears: WhisperBatcher
+) -> None:
+    worker = await make_worker(media={"enabled": True, "port_min": 45000, "port_max": 45199},
+                               speech={"stt": {"whisper": {"cache_dir": str(stt_cache)}},
+                                       "endpointer": {"end_ms": 400, "pause_ms": 200}})
+    line = await voices.prompt(introduction_line("Laura", "8906"))
+    caller = await carrier.call("100", caller_number="15550007")
+    await caller.wait_answered()
+    await caller.attach_media(carrier, caller_media)
+    session = session_of(worker, caller)
+    await caller.wait_reply(0, quiet_ms=1000)
+    _, said_last = await caller.speak(line)
+    await caller.wait_reply(said_last + 1, quiet_ms=1000)
+    heard_turn = [turn for turn in session.transcript if turn.speaker == "caller"][-1]
+    assert heard_turn.early and "laura" in heard_turn.text
+    assert session.transcript[-1].text == "Thank you Laura. Your number is 8, 9, 0, 6."
+    text = await heard_text(ears, caller, said_last + 1)
+    assert "laura" in text.lower() and "8906" in digits_in(text), text
+    await caller.hangup()
+    await worker.manager.wait_idle()
 
 
 async def test_the_caller_talking_over_the_greeting_cuts_it_and_is_understood(
@@ -120,7 +151,7 @@ async def test_the_caller_talking_over_the_greeting_cuts_it_and_is_understood(
     frame, cut = session.barge_ins[0]
     assert cut > 0 and greeting_first < frame
     replies = [turn for turn in session.transcript if turn.speaker == "agent"]
-    assert replies and replies[-1].text == "Thank you, Oscar. Your number is 9, 0, 5, 2."
+    assert replies and replies[-1].text == "Thank you Oscar. Your number is 9, 0, 5, 2."
     text = await heard_text(ears, caller, said_last + 1)
     assert "oscar" in text.lower() and "9052" in digits_in(text), text
     await caller.hangup()
@@ -132,7 +163,9 @@ async def test_twenty_simultaneous_callers_each_hear_only_their_own_name_and_num
 ) -> None:
     worker = await speaking_worker(make_worker, stt_cache)
     count = 20
-    lines = [await voices.prompt(introduction_line(caller_name(i), caller_number(i))) for i in range(count)]
+    lines = [[await voices.prompt(text(caller_name(i), caller_number(i))) for text in (introduction_line,
+                                                                                      rephrased_line)]
+             for i in range(count)]
     hint = "My name is " + ", ".join(DEFAULT_NAMES) + "."
 
     async def one(index: int) -> tuple[SimulatedCaller, CallResult]:
@@ -154,7 +187,8 @@ async def test_twenty_simultaneous_callers_each_hear_only_their_own_name_and_num
         others = [caller_number(j) for j in range(count) if j != index and caller_number(j) in heard_digits]
         other_names = [caller_name(j) for j in range(count) if j != index
                        and caller_name(j).lower() in result.heard_text.lower()]
-        if not heard_own(result.heard_text, result.name, result.number) or others or other_names:
+        numbers = [caller_number(j) for j in range(count)]
+        if not heard_own(result.heard_text, result.name, result.number, numbers) or others or other_names:
             heard_by_agent = [t.text for t in session_of(worker, caller).transcript if t.speaker == "caller"]
             wrong.append((result.name, result.number, result.heard_text, heard_by_agent))
     assert wrong == [], "\n".join(map(str, wrong))
@@ -255,4 +289,4 @@ async def test_no_blocking_call_on_the_event_loop_during_a_spoken_call(
                                                                           and issubclass(r.exc_info[0], BlockingError))]
     assert session.end_reason is not None and session.end_reason.value == "caller_hangup"
     assert [turn.text for turn in session.transcript if turn.speaker == "agent"] == [
-        "Thank you, Henry. Your number is 2, 7, 1, 8."]
+        "Thank you Henry. Your number is 2, 7, 1, 8."]

@@ -429,3 +429,9 @@ def test_check_config_warning_alone_passes(tmp_path: Path, capsys: pytest.Captur
     out, err = capsys.readouterr()
     assert out.startswith(f"{path}: ok")
     assert err.startswith(f"warning: {path}: media.advertised_address: loopback")
+
+
+def test_pause_ms_must_come_before_the_endpoint() -> None:
+    with pytest.raises(ValueError, match="pause_ms"):
+        Settings(speech={"endpointer": {"end_ms": 400, "pause_ms": 400}})
+    assert Settings(speech={"endpointer": {"pause_ms": 200}}).speech.endpointer.pause_ms == 200

@@ -298,3 +298,24 @@ def test_the_caller_talking_over_the_agent_barges_in(engine: str) -> None:
     onset = frame_of(round(onset_s * 8000))
     assert onset <= barge[0].frame_index <= onset + 15  # within 300 ms of the caller's first word
     assert sum(isinstance(event, SpeechEnded) for event in events) == 1
+
+
+def test_a_pause_inside_a_turn_gives_an_early_look_once_then_the_endpoint_or_more_speech() -> None:
+    from asterisk_agent.speech.endpointer import SpeechPaused
+
+    ep = Endpointer(EndpointerConfig(start_ms=40, end_ms=200, pause_ms=100, min_utterance_ms=0))
+    events = [e for p in [0.9] * 10 + [0.0] * 5 for e in ep.feed(p)]
+    assert [type(e).__name__ for e in events] == ["SpeechStarted", "SpeechPaused"]
+    paused = events[-1]
+    assert isinstance(paused, SpeechPaused) and (paused.start_index, paused.last_speech_index) == (0, 9)
+    assert paused.frame_index == 14  # five silent frames: 100 ms
+    # The caller goes on: no endpoint for that pause; the next pause gives another look, then the endpoint.
+    events = [e for p in [0.9] * 5 + [0.0] * 10 for e in ep.feed(p)]
+    assert [type(e).__name__ for e in events] == ["SpeechPaused", "SpeechEnded"]
+    assert events[0].last_speech_index == events[1].last_speech_index == 19
+
+
+def test_pause_ms_must_be_below_end_ms() -> None:
+    with pytest.raises(ValueError, match="pause_ms"):
+        EndpointerConfig(end_ms=200, pause_ms=200)
+    assert EndpointerConfig(pause_ms=0).pause_ms == 0

@@ -23,6 +23,7 @@ def test_introduction_reads_name_and_number_in_common_phrasings() -> None:
     # The longest listed name wins; open recognition writes numbers as numerals.
     assert grammar.normalize("This is Maria Garcia. My number is 5983.") == Introduction("Maria Garcia", "5983")
     assert grammar.normalize("I'm Maria, number 42-71") == Introduction("Maria", "4271")
+    assert grammar.normalize("this is alice the number 7 9 3 8") == Introduction("Alice", "7938")
 
 
 @pytest.mark.parametrize("text", [
@@ -103,3 +104,24 @@ def test_introduction_matches_names_by_sound_not_spelling() -> None:
     assert grammar.normalize("this is anna smith, 1 2 3 4") == Introduction("Anna Smith", "1234")
     assert grammar.normalize("my name is stefan my number is 5857") is None
     assert "Steven" in grammar.hint and "Anna Smith" in grammar.hint
+
+
+def test_the_demo_judges_a_name_by_sound_but_never_takes_another_callers() -> None:
+    from asterisk_agent.demo import heard_name, heard_own
+
+    assert heard_own("Thank you, Maria. Your number is 6-2-6-2.", "Maria", "6262")
+    assert heard_name("Thank you, Marita.", "Maria")  # one phone off, nearer Maria than any other name
+    assert not heard_name("Thank you, Baker.", "Victor")
+    assert not heard_name("Thank you, Karen.", "Carmen")  # another listed name is not a slip
+    assert heard_own("Thank you, Brian. Your number is 9-1-5-free.", "Brian", "9153", ["9153", "1234"])
+    assert not heard_own("Thank you, Brian. Your number is 9-1-5-free.", "Brian", "9153", ["9153", "9150"])
+    assert not heard_own("Thank you, Maria. Your number is 6-1-2-4.", "Maria", "6262")
+
+
+def test_letters_that_sound_like_digits_count_only_inside_a_spelled_group() -> None:
+    from asterisk_agent.speech.stt.grammars import digits_in
+
+    assert digits_in("Your number is 4-1-A-1.") == "4181"
+    assert digits_in("Your number is 2-O-5-5.") == "2055"
+    assert digits_in("A 4-1 deal") == "41"  # a lone letter A stays a letter
+    assert spoken_digits(["a-b-1"]) == ["a", "b", "one"]  # not a spelled number: only the digit is read

@@ -210,16 +210,34 @@ def spoken_digits(words: Sequence[str]) -> list[str]:
         compact = word.replace("-", "")
         if compact.isdigit() and compact.isascii():
             out.extend(_DIGIT_NAMES[int(char)] for char in compact)
+        elif "-" in word and _spelled_group(word.split("-")):
+            # "4-1-a-1": inside a group of digits spelled with hyphens, Whisper writes "eight" as the letter A
+            # and zero as the letter O (they sound alike); outside such a group the letters stay letters.
+            for part in word.split("-"):
+                if part.isdigit():
+                    out.extend(_DIGIT_NAMES[int(char)] for char in part)
+                else:
+                    out.append(_LETTER_DIGITS[part])
+        elif "-" in word and any(part.isdigit() for part in word.split("-")):
+            out.extend(spoken_digits([part for part in word.split("-") if part]))  # "9-1-5-free"
         else:
             out.append(word)
     return out
 
 
+_LETTER_DIGITS = {"a": "eight", "o": "zero", "oh": "zero"}
+
+
+def _spelled_group(parts: Sequence[str]) -> bool:
+    digits = [part for part in parts if part.isdigit() and part.isascii()]
+    return len(parts) >= 3 and len(digits) >= len(parts) - 1 and all(
+        (part.isdigit() and part.isascii()) or part in _LETTER_DIGITS for part in parts)
+
+
 def digits_in(text: str) -> str:
     """Every digit said or written in ``text``, in order, as a digit string ("Your number is 4-2, seven one."
     -> "4271")."""
-    return "".join(DIGIT_WORDS[word] for word in spoken_digits(words_of(text.replace("-", " ")))
-                   if word in DIGIT_WORDS)
+    return "".join(DIGIT_WORDS[word] for word in spoken_digits(words_of(text)) if word in DIGIT_WORDS)
 
 
 _DIGIT_NAMES = ("zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine")
@@ -424,7 +442,7 @@ def _parse_date_time(words: Sequence[str]) -> DateTimeValue | None:
 # --- a caller introducing themselves --------------------------------------------------------------------------
 
 NAME_LEADS = ("my name is", "this is", "i am", "i'm", "it's", "it is")
-NUMBER_LEADS = ("my number is", "the number is", "number", "my number", "and my number is")
+NUMBER_LEADS = ("my number is", "the number is", "number", "my number", "the number", "number is")
 
 
 @dataclass(frozen=True, slots=True)
