@@ -22,12 +22,13 @@ class Voice:
     @classmethod
     async def load(cls, engine: str = "piper", *, threads: int = 1, workers: int = 2) -> Voice:
         """Load the engine off the loop (piper takes about 0.3 s); synthesis runs on ``workers`` threads
-        (onnxruntime and libespeak-ng release the GIL while they work)."""
+        (onnxruntime and libespeak-ng release the GIL while they work). Piper runs without its random noise
+        terms, so a text always sounds the same: a prompt rendered again after a restart is the same audio."""
         executor = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="tts")
         loop = asyncio.get_running_loop()
         if engine == "piper":
             synth: SpeechSynthesizer = await loop.run_in_executor(
-                executor, lambda: PiperSynthesizer(intra_op_threads=threads, noise_w_scale=0.0)
+                executor, lambda: PiperSynthesizer(intra_op_threads=threads, noise_scale=0.0, noise_w_scale=0.0)
             )
         elif engine == "espeak":
             synth = await loop.run_in_executor(executor, EspeakSynthesizer)
