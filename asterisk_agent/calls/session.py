@@ -576,6 +576,16 @@ class Session:
 
     # --- the end ----------------------------------------------------------------------------------------
 
+    def _log_media(self, leg: MediaLeg) -> None:
+        endpoint = leg.endpoint
+        if endpoint is None:
+            return
+        jitter = leg.jitter.stats
+        log.info("session %s media: received %d, sent %d, concealed %d, dropped late %d, wrong source %d, wrong "
+                 "payload type %d, malformed %d", self.id, endpoint.stats.received, endpoint.stats.sent,
+                 jitter.concealed, jitter.dropped_late, endpoint.stats.wrong_source, leg.wrong_payload_type,
+                 endpoint.stats.malformed)
+
     async def end(self, reason: EndReason, *, continue_to_fallback: bool = False) -> None:
         """Idempotent teardown: stop tasks, remove every resource in the ledger, tell the manager."""
         if self._ending:
@@ -599,6 +609,7 @@ class Session:
         self._drop_early()
         if self.media_leg is not None:
             self.media_leg.close()
+            self._log_media(self.media_leg)
         if self.turns is not None:
             self.turns.close()
         try:
