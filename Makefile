@@ -41,6 +41,8 @@ unit: install
 
 bench: pbx-root
 	$(BIN)/python bench/setup_bench.py --json bench/results/setup.json --markdown BENCHMARKS.md
+	$(BIN)/python bench/media_bench.py --json bench/results/media.json --markdown BENCHMARKS.md
+	$(BIN)/python bench/conversation_bench.py --json bench/results/conversation.json --markdown BENCHMARKS.md
 
 clean:
 	-$(BIN)/asterisk-agent pbx down

@@ -53,6 +53,7 @@ class EchoApp:
         self.ids = IdFactory("echo")
         self._media_started: dict[str, asyncio.Future[None]] = {}
         self.rtp_received = 0
+        self.rtp_expected = 0  # from each stream's sequence numbers, counted when its call ends
         self.rtp_sent = 0
         self.dtmf_duration_ms = dtmf_duration_ms
         self._digits: dict[str, asyncio.Queue[str]] = {}
@@ -120,6 +121,7 @@ class EchoApp:
             log.warning("channel %s: %s", channel_id, exc)
         finally:
             if endpoint is not None:
+                self.rtp_expected += endpoint.stats.expected
                 endpoint.close()
             if media_id is not None:
                 await asyncio.shield(self.client.delete_quietly(ari.hangup(media_id)))
@@ -178,7 +180,7 @@ async def run(url: str, user: str, password: str, app: str, media_ports: tuple[i
     await echo.close()
     await client.close()
     print(f"echo app stopped: answered {echo.answered}, echoed {echo.echoed} digits, RTP received "
-          f"{echo.rtp_received}, sent {echo.rtp_sent}", flush=True)
+          f"{echo.rtp_received} of {echo.rtp_expected} expected, sent {echo.rtp_sent}", flush=True)
     return code
 
 

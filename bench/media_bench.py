@@ -13,7 +13,9 @@ Per level N the callers dial within ``--ramp`` seconds, each bridged on the carr
 own, and send ``--hold`` seconds of audio without a break: 8 s of silence (the greeting plays out), then piper
 speech with pauses. After that every caller waits one second for packets in flight, then hangs up. Loss is
 counted both ways from packet counters: caller to subject (what the subject received / what the callers sent)
-and subject to caller (what the callers received / what the subject sent). The worker only sends while it
+and subject to caller, each as RTP receivers count it (RFC 3550): packets missing between the first and the
+highest sequence number that arrived (what a caller sent before the subject's leg joined the bridge never
+entered the stream and is not loss; it is reported as ``callers_sent`` beside the rest). The worker only sends while it
 speaks (its greeting), the echo app for the whole call, so the worker's outbound side carries less traffic:
 read the outbound figures with that in mind. A level passes with at most 0.1 % loss each way and every call
 answered; the most calls a subject carries is its highest passing level.
@@ -61,8 +63,8 @@ END = "<!-- bench:media_bench.py:end -->"
 SUBJECT_PORTS = (54000, 55999)
 CALLER_PORTS = (56000, 57999)
 LOSS_LIMIT = 0.001
-WORKER_MEDIA = re.compile(r"media: received (\d+), sent (\d+)")
-ECHO_MEDIA = re.compile(r"RTP received (\d+), sent (\d+)")
+WORKER_MEDIA = re.compile(r"media: received (\d+) of (\d+) expected, sent (\d+)")
+ECHO_MEDIA = re.compile(r"RTP received (\d+) of (\d+) expected, sent (\d+)")
 
 
 def start(subject: str, bed: TestBed, results: Path, tag: str) -> Subject:
@@ -141,23 +143,27 @@ async def run_level(bed: TestBed, results: Path, subject_name: str, calls: int, 
     finally:
         await clock.stop()
         await subject.stop()
-    callers_sent = sum(c.media_leg.endpoint.stats.sent for c, _ in done
-                       if c is not None and c.media_leg is not None and c.media_leg.endpoint is not None)
-    callers_received = sum(c.media_leg.endpoint.stats.received for c, _ in done
-                           if c is not None and c.media_leg is not None and c.media_leg.endpoint is not None)
+    legs = [c.media_leg.endpoint.stats for c, _ in done
+            if c is not None and c.media_leg is not None and c.media_leg.endpoint is not None]
+    callers_sent = sum(stats.sent for stats in legs)
+    callers_received = sum(stats.received for stats in legs)
+    callers_expected = sum(stats.expected for stats in legs)
     pattern = WORKER_MEDIA if subject_name == "worker" else ECHO_MEDIA
-    counts = [(int(r), int(s)) for r, s in pattern.findall(subject.log_text())]
-    subject_received, subject_sent = sum(r for r, _ in counts), sum(s for _, s in counts)
-    inbound = 1 - subject_received / callers_sent if callers_sent else None
-    outbound = 1 - callers_received / subject_sent if subject_sent else None
+    counts = [(int(r), int(e), int(s)) for r, e, s in pattern.findall(subject.log_text())]
+    subject_received, subject_expected = sum(c[0] for c in counts), sum(c[1] for c in counts)
+    subject_sent = sum(c[2] for c in counts)
+    # Loss from sequence numbers (RFC 3550): packets missing between the first and the last that arrived.
+    # Packets a caller sent before the subject's leg joined its bridge never entered the stream: not loss.
+    inbound = 1 - subject_received / subject_expected if subject_expected else None
+    outbound = 1 - callers_received / callers_expected if callers_expected else None
     errors = [f"call {i}: {e}" for i, (_, e) in enumerate(done) if e]
     passed = (not errors and not left and inbound is not None and inbound <= LOSS_LIMIT
               and (outbound is None or outbound <= LOSS_LIMIT))
     return {
         "subject": subject_name, "calls": calls, "answered": sum(c is not None and c.answered_at is not None
                                                                  for c, _ in done),
-        "callers_sent": callers_sent, "subject_received": subject_received, "subject_sent": subject_sent,
-        "callers_received": callers_received,
+        "callers_sent": callers_sent, "subject_expected": subject_expected, "subject_received": subject_received,
+        "subject_sent": subject_sent, "callers_expected": callers_expected, "callers_received": callers_received,
         "loss_in_percent": round(100 * inbound, 3) if inbound is not None else None,
         "loss_out_percent": round(100 * outbound, 3) if outbound is not None else None,
         "subject_cpu_s": round(cpu, 2), "elapsed_s": round(elapsed, 1), "errors": errors[:10],

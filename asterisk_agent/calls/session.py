@@ -581,8 +581,9 @@ class Session:
         if endpoint is None:
             return
         jitter = leg.jitter.stats
-        log.info("session %s media: received %d, sent %d, concealed %d, dropped late %d, wrong source %d, wrong "
-                 "payload type %d, malformed %d", self.id, endpoint.stats.received, endpoint.stats.sent,
+        log.info("session %s media: received %d of %d expected, sent %d, concealed %d, dropped late %d, wrong source "
+                 "%d, wrong payload type %d, malformed %d", self.id, endpoint.stats.received, endpoint.stats.expected,
+                 endpoint.stats.sent,
                  jitter.concealed, jitter.dropped_late, endpoint.stats.wrong_source, leg.wrong_payload_type,
                  endpoint.stats.malformed)
 

@@ -180,3 +180,28 @@ class RtpSender:
         self.packets += 1
         self.octets += len(payload)
         return data
+
+
+@dataclass(slots=True)
+class SequenceSpan:
+    """How many packets a stream should have delivered so far, from its sequence numbers (RFC 3550 A.3): the
+    extended highest sequence number minus the first one, plus one. ``expected - received`` is the loss,
+    counted from the first packet that arrived (packets sent before the receiver listened are not loss)."""
+
+    first: int | None = None
+    highest: int = 0  # extended: 16-bit sequence number plus 65536 per wrap
+
+    def update(self, sequence: int) -> None:
+        if self.first is None:
+            self.first = self.highest = sequence
+            return
+        cycles, last = divmod(self.highest, 1 << 16)
+        delta = (sequence - last) & 0xFFFF
+        if delta < 0x8000:  # ahead of the highest (a late packet is behind it, by the same rule)
+            if sequence < last:
+                cycles += 1
+            self.highest = cycles * (1 << 16) + sequence
+
+    @property
+    def expected(self) -> int:
+        return 0 if self.first is None else self.highest - self.first + 1

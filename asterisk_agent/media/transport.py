@@ -11,7 +11,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import cast
 
-from asterisk_agent.media.rtp import RtpError, RtpPacket, is_rtcp, parse
+from asterisk_agent.media.rtp import RtpError, RtpPacket, SequenceSpan, is_rtcp, parse
 
 log = logging.getLogger(__name__)
 
@@ -66,6 +66,11 @@ class EndpointStats:
     before_peer: int = 0
     last_error: str = ""
     wrong_sources: set[Address] = field(default_factory=set)
+    span: SequenceSpan = field(default_factory=SequenceSpan)  # what the peer's stream should have delivered
+
+    @property
+    def expected(self) -> int:
+        return self.span.expected
 
 
 class RtpEndpoint(asyncio.DatagramProtocol):
@@ -133,6 +138,7 @@ class RtpEndpoint(asyncio.DatagramProtocol):
             self.stats.last_error = str(exc)
             return
         self.stats.received += 1
+        self.stats.span.update(packet.sequence)
         self._on_packet(packet)
 
     def error_received(self, exc: Exception) -> None:

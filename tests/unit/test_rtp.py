@@ -359,3 +359,15 @@ def test_sender_refuses_bad_settings() -> None:
     sender = RtpSender(0)
     with pytest.raises(RtpError, match="-1 samples"):
         sender.next(b"", -1)
+
+
+def test_sequence_span_counts_expected_packets_across_wraparound_and_reordering() -> None:
+    from asterisk_agent.media.rtp import SequenceSpan
+
+    span = SequenceSpan()
+    assert span.expected == 0
+    for sequence in (65533, 65534, 1, 0, 65535, 3):  # wraps; 0 and 65535 arrive late; 2 is lost
+        span.update(sequence)
+    assert span.expected == 7  # 65533 .. 3 across the wrap
+    span.update(65530)  # a very late straggler from before the first: not counted forward
+    assert span.expected == 7
