@@ -76,7 +76,8 @@ class CallManager:
             )
 
     async def load_speech(self) -> None:
-        """With media on, load the agent's voice and ears off the loop before the first call."""
+        """With media on, load the agent's voice and ears off the loop before the first call; the pieces every
+        call says are then rendered in the background (:meth:`wait_prerendered`)."""
         if self.media is None:
             return
         if self.voice is None:
@@ -86,9 +87,14 @@ class CallManager:
             recognition = make_recognition(self.settings.speech.stt)
             await recognition.start()
             self.recognition = recognition
+        if self._prerender is None:
             names = sorted({name for account in self.settings.accounts.values() for name in account.names})
-            self._prerender = asyncio.get_running_loop().create_task(self._render(fixed_replies(names)),
-                                                                     name="prerender-replies")
+            texts = fixed_replies(names if self.recognition is not None else [])
+            self._prerender = asyncio.get_running_loop().create_task(self._render(texts), name="prerender")
+
+    async def wait_prerendered(self) -> None:
+        if self._prerender is not None:
+            await asyncio.shield(self._prerender)
 
     async def _render(self, texts: list[str]) -> None:
         """Fixed replies rendered in the background, so the first caller to need one does not wait for it."""

@@ -19,9 +19,11 @@ import logging
 import secrets
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from enum import Enum
+
+import numpy as np
 
 from asterisk_agent.ari import requests as ari
 from asterisk_agent.ari.client import AriClient
@@ -39,7 +41,7 @@ from asterisk_agent.ari.events import (
 from asterisk_agent.ari.ids import IdFactory
 from asterisk_agent.calls.ledger import Kind, Ledger
 from asterisk_agent.calls.turns import TurnDetector
-from asterisk_agent.media.frames import FRAME_MS
+from asterisk_agent.media.frames import FRAME_MS, SAMPLE_RATE
 from asterisk_agent.media.leg import MediaContext, MediaLeg, Samples
 from asterisk_agent.speech.endpointer import BargeIn, SpeechDiscarded, SpeechEnded, SpeechPaused, SpeechStarted
 from asterisk_agent.speech.recognition import UtteranceRecognition
@@ -104,9 +106,20 @@ SORRY_NO_MATCH = "Sorry, I did not catch that. Please say your name and your num
 SORRY_FAILED = "Sorry, I could not make that out just now. Please say your name and your number again."
 
 
+GREETING = "Hello, this is the voice agent."
+ASK_INTRODUCTION = "Please say your name and your number."
+PIECE_PAUSE = np.zeros(SAMPLE_RATE * 200 // 1000, dtype=np.int16)  # between cached pieces, as between sentences
+
+
+def _digit_pieces(digits: str) -> list[str]:
+    """A number read digit by digit, each digit its own cached piece ("4." is said "four")."""
+    return [f"{digit}." for digit in digits if digit.isdigit()]
+
+
 def fixed_replies(names: list[str]) -> list[str]:
-    """Every reply sentence that recurs across calls, to render once before callers need them."""
-    return [SORRY_NO_MATCH, SORRY_FAILED, *(f"Thank you {name}." for name in names)]
+    """Every piece the agent says that recurs across calls, to render once before callers need them."""
+    return [GREETING, ASK_INTRODUCTION, "Your call number is", "You entered",
+            *_digit_pieces("0123456789"), SORRY_NO_MATCH, SORRY_FAILED, *(f"Thank you {name}." for name in names)]
 
 
 def _retrieve(task: asyncio.Task[Recognition]) -> None:
@@ -302,12 +315,14 @@ class Session:
         self.state = CallState.GREETING
         if self.media_leg is not None and self.voice is not None:
             if self.adopted and self.caller.state == "Up":
-                await self._say("One moment please.", interruptible=True)
+                await self._say("", fixed=["One moment please."], interruptible=True)
             else:
-                ask = " Please say your name and your number." if self._listening else ""
+                # Every piece comes from the prompt cache (digits one by one): no synthesis per call.
+                ask = [ASK_INTRODUCTION] if self._listening else []
                 await self._say(
-                    f"You called {_spaced(self.did)}. Your call number is {_spaced(self.token)}.{ask}",
-                    fixed="Hello, this is the voice agent.", interruptible=True,
+                    "", fixed=[GREETING, f"You called {_spaced(self.did)}.", "Your call number is",
+                               *_digit_pieces(self.token), *ask],
+                    interruptible=True,
                 )
         elif self.adopted and self.caller.state == "Up":
             await self._play(["sound:one-moment-please"], interruptible=True)
@@ -459,19 +474,22 @@ class Session:
                 value = self.introduction.build().normalize(result.text)
             self.note("heard", f"{len(result.text.split())} words, confidence {result.confidence:.2f}")
         recognized_at = time.monotonic()
-        fixed: str | None = None  # a sentence that recurs across calls: rendered once, from the prompt cache
+        # What recurs across calls comes from the prompt cache; the caller's own number is spoken as one sentence
+        # (digits pieced together from the cache are understood less well: measured with the callers' ears).
+        streamed = ""
         if isinstance(value, Introduction):
-            fixed = f"Thank you {value.name}."  # no comma: piper says the name more clearly
-            reply = f"Your number is {_spaced(value.number)}."
+            fixed = [f"Thank you {value.name}."]  # no comma: piper says the name more clearly
+            streamed = f"Your number is {_spaced(value.number)}."
         elif turn.error is not None:
-            fixed, reply = SORRY_FAILED, ""
+            fixed = [SORRY_FAILED]
         else:
-            fixed, reply = SORRY_NO_MATCH, ""
+            fixed = [SORRY_NO_MATCH]
+        reply = " ".join([*fixed, streamed]).strip()
         self.state = CallState.REPLYING
-        said = Turn("agent", " ".join(part for part in (fixed, reply) if part), start_ms=leg.tap.frames * FRAME_MS,
+        said = Turn("agent", reply, start_ms=leg.tap.frames * FRAME_MS,
                     recognize_ms=round((recognized_at - heard.decided_at) * 1000, 1))
         self.transcript.append(said)
-        first_audio = await self._say(reply, interruptible=True, fixed=fixed)
+        first_audio = await self._say(streamed, interruptible=True, fixed=fixed)
         if first_audio is not None:
             said.reply_ms = round((first_audio - heard.decided_at) * 1000, 1)
         log.info("session %s turn: endpoint %d ms after the last speech, recognised %s ms and first reply audio %s "
@@ -494,23 +512,29 @@ class Session:
             # Our requests return when the digits are queued, not played: allow one more digit's time.
             digit_ms = self.options.dtmf_duration_ms + self.options.dtmf_gap_ms
             await asyncio.sleep((len(digits) + 1) * digit_ms / 1000)
-            await self._say(f"You entered {_spaced(digits)}.", interruptible=False)
+            await self._say("", fixed=["You entered", *_digit_pieces(digits)], interruptible=False)
         else:
             await self._play([f"digits:{digits}"], interruptible=False)
 
-    async def _say(self, text: str, *, interruptible: bool, fixed: str | None = None) -> float | None:
-        """Speak through the media leg: ``fixed`` from the prompt cache, then ``text`` streamed sentence by
-        sentence. The caller's voice (VAD barge-in) always stops it; with ``interruptible`` a key does too.
-        Returns when the first audio was queued (``time.monotonic()``), ``None`` if nothing was."""
+    async def _say(self, text: str, *, interruptible: bool, fixed: Sequence[str] = ()) -> float | None:
+        """Speak through the media leg: the ``fixed`` pieces from the prompt cache (each rendered once per
+        process, a short pause after each), then ``text`` streamed sentence by sentence. The caller's voice
+        (VAD barge-in) always stops it; with ``interruptible`` a key does too. Returns when the first audio was
+        queued (``time.monotonic()``), ``None`` if nothing was."""
         leg, voice = self.media_leg, self.voice
         assert leg is not None and voice is not None
         self._barged.clear()
         first_audio: float | None = None
         stream = voice.stream(text)
         try:
-            if fixed is not None:
-                leg.play(await voice.prompt(fixed))
-                first_audio = time.monotonic()
+            for piece in fixed:
+                audio = await voice.prompt(piece)
+                if self._barged.is_set() or (interruptible and self._key.is_set()):
+                    break
+                leg.play(audio)
+                leg.play(PIECE_PAUSE)
+                if first_audio is None:
+                    first_audio = time.monotonic()
             async for chunk in stream:
                 if self._barged.is_set() or (interruptible and self._key.is_set()):
                     break
