@@ -59,3 +59,24 @@ def test_the_port_pool_skips_taken_ports_and_runs_out_cleanly() -> None:
         again.close()
     finally:
         squatter.close()
+
+
+def test_a_media_leg_never_decodes_a_payload_type_it_did_not_ask_for(caplog: pytest.LogCaptureFixture) -> None:
+    from asterisk_agent.ari.client import AriClient
+    from asterisk_agent.ari.ids import IdFactory
+    from asterisk_agent.calls.ledger import Ledger
+    from asterisk_agent.media.leg import MediaLeg
+    from asterisk_agent.media.pacer import PacingClock
+    from asterisk_agent.media.rtp import parse
+
+    leg = MediaLeg(client=AriClient("http://127.0.0.1:9", "u", "p"), ids=IdFactory("t"), ledger=Ledger(),
+                   pool=PortPool("127.0.0.1", 40000, 40001), clock=PacingClock(), app="t",
+                   advertised_address="127.0.0.1", codec="ulaw")
+    dynamic = RtpSender(96, ssrc=1)  # a stray dynamic stream (or slin16 PT 118 on a ulaw leg)
+    comfort_noise = RtpSender(13, ssrc=2)
+    ulaw = RtpSender(0, ssrc=3)
+    for sender, size in ((dynamic, 320), (comfort_noise, 1), (ulaw, 160)):
+        leg._on_packet(parse(sender.next(b"\x01" * size, 160)))
+    assert leg.wrong_payload_type == 2
+    assert leg.jitter.stats.received == 1  # only the ulaw packet reached the jitter buffer
+    assert sum("payload type 96" in r.getMessage() for r in caplog.records) == 1
