@@ -87,7 +87,7 @@ PACING_LINE = re.compile(r"pacing since the last idle moment: (\d+) intervals, d
 log = logging.getLogger("conversation_bench")
 
 
-def worker_config(bed: TestBed, path: Path) -> Path:
+def worker_config(bed: TestBed, path: Path, pause_ms: int = 0) -> Path:
     creds = bed.pbx.credentials
     path.write_text(
         "# written by bench/conversation_bench.py: the worker with speech on the private test bed's pbx\n"
@@ -101,6 +101,9 @@ def worker_config(bed: TestBed, path: Path) -> Path:
         "  enabled: true\n"
         f"  port_min: {WORKER_PORTS[0]}\n"
         f"  port_max: {WORKER_PORTS[1]}\n"
+        "speech:\n"
+        "  endpointer:\n"
+        f"    pause_ms: {pause_ms}\n"
         "timers:\n"
         "  call_max_ms: 600000\n"
         "accounts:\n"
@@ -111,10 +114,10 @@ def worker_config(bed: TestBed, path: Path) -> Path:
     return path
 
 
-def start_worker(bed: TestBed, results: Path) -> Subject:
+def start_worker(bed: TestBed, results: Path, pause_ms: int = 0) -> Subject:
     env = {k: v for k, v in os.environ.items() if not k.startswith("ASTERISK_AGENT_")}
     env["PYTHONUNBUFFERED"] = "1"
-    config = worker_config(bed, results / "conversation-worker.yaml")
+    config = worker_config(bed, results / "conversation-worker.yaml", pause_ms)
     log_path = results / "conversation-worker.log"
     with log_path.open("wb") as out:
         process = subprocess.Popen([sys.executable, "-m", "asterisk_agent", "run", "--config", str(config)],
@@ -258,14 +261,14 @@ async def run_stage(bed: TestBed, worker: Subject, carrier: Carrier, media: Medi
 
 
 async def run_all(bed: TestBed, results: Path, stages: list[int], hold_s: float, ramp_s: float,
-                  cache_dir: str) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+                  cache_dir: str, pause_ms: int = 0) -> tuple[dict[str, Any], list[dict[str, Any]]]:
     voice = await caller_voice(workers=2)
     count = max(stages)
     lines = {i: await voice.prompt(introduction_line(caller_name(i), caller_number(i))) for i in range(count)}
     voice.close()
     accuracy = await phone_path_accuracy(lines, min(count, 60), cache_dir)
     print(f"phone-path set: {accuracy}", flush=True)
-    worker = start_worker(bed, results)
+    worker = start_worker(bed, results, pause_ms)
     ears = WhisperBatcher(WhisperOptions(cache_dir=cache_dir, cpu_threads=2))
     clock = PacingClock()
     rows = []
@@ -318,7 +321,7 @@ def markdown_section(report: dict[str, Any]) -> str:
         f"{m['python']}; the worker, both Asterisk instances and the simulated callers share these CPUs",
         f"- Asterisk: {report['asterisk']} (private test bed, slot {report['slot']})",
         f"- Command: `{report['command']}`; each stage's callers hold {report['hold_s']} s after a "
-        f"{report['ramp_s']} s ramp",
+        f"{report['ramp_s']} s ramp; early recognition `pause_ms` {report.get('pause_ms', 0)}",
         "",
         f"**Recognition on the phone-path set** ({acc['utterances']} caller lines, piper pitched up, 8 kHz "
         f"mu-law, whisper base with the account's names as a hint): word error rate {acc['wer_percent']} %, "
@@ -360,6 +363,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--stages", default=",".join(map(str, STAGES)))
     parser.add_argument("--hold", type=float, default=30.0, help="seconds each stage's callers keep talking")
     parser.add_argument("--ramp", type=float, default=5.0, help="seconds over which a stage's callers dial in")
+    parser.add_argument("--pause-ms", type=int, default=0, help="the worker's endpointer.pause_ms (early recognition)")
     args = parser.parse_args(argv)
     stages = [int(x) for x in args.stages.split(",") if x]
     if not stages or any(n < 1 for n in stages) or max(stages) > 900:
@@ -384,7 +388,8 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     print(f"test bed up on slot {slot}", flush=True)
     try:
-        accuracy, rows = asyncio.run(run_all(bed, results, stages, args.hold, args.ramp, str(results / "stt")))
+        accuracy, rows = asyncio.run(run_all(bed, results, stages, args.hold, args.ramp, str(results / "stt"),
+                                             args.pause_ms))
     finally:
         bed.stop()
     report: dict[str, Any] = {
@@ -397,6 +402,7 @@ def main(argv: list[str] | None = None) -> int:
         "command": command,
         "hold_s": args.hold,
         "ramp_s": args.ramp,
+        "pause_ms": args.pause_ms,
         "total_s": round(time.monotonic() - began, 1),
         "phone_path_set": accuracy,
         "stages": rows,
