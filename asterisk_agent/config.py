@@ -102,7 +102,7 @@ class EndpointerSettings(_Strict):
     stay_threshold: float = Field(default=0.35, gt=0, le=1)
     start_ms: int = Field(default=100, ge=20)
     end_ms: int = Field(default=400, ge=20)
-    pause_ms: int = Field(default=0, ge=0)  # start recognising after this much silence (0: at the endpoint)
+    pause_ms: int = Field(default=200, ge=0)  # start recognising after this much silence (0: at the endpoint)
     min_utterance_ms: int = Field(default=200, ge=0)
     max_utterance_ms: int = Field(default=15_000, ge=100)
     echo_threshold: float | None = Field(default=0.8, gt=0, le=1)

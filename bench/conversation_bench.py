@@ -87,7 +87,7 @@ PACING_LINE = re.compile(r"pacing since the last idle moment: (\d+) intervals, d
 log = logging.getLogger("conversation_bench")
 
 
-def worker_config(bed: TestBed, path: Path, pause_ms: int = 0) -> Path:
+def worker_config(bed: TestBed, path: Path, pause_ms: int | None = None) -> Path:
     creds = bed.pbx.credentials
     path.write_text(
         "# written by bench/conversation_bench.py: the worker with speech on the private test bed's pbx\n"
@@ -101,10 +101,8 @@ def worker_config(bed: TestBed, path: Path, pause_ms: int = 0) -> Path:
         "  enabled: true\n"
         f"  port_min: {WORKER_PORTS[0]}\n"
         f"  port_max: {WORKER_PORTS[1]}\n"
-        "speech:\n"
-        "  endpointer:\n"
-        f"    pause_ms: {pause_ms}\n"
-        "timers:\n"
+        + (f"speech:\n  endpointer:\n    pause_ms: {pause_ms}\n" if pause_ms is not None else "")
+        + "timers:\n"
         "  call_max_ms: 600000\n"
         "accounts:\n"
         "  bench:\n"
@@ -114,7 +112,7 @@ def worker_config(bed: TestBed, path: Path, pause_ms: int = 0) -> Path:
     return path
 
 
-def start_worker(bed: TestBed, results: Path, pause_ms: int = 0) -> Subject:
+def start_worker(bed: TestBed, results: Path, pause_ms: int | None = None) -> Subject:
     env = {k: v for k, v in os.environ.items() if not k.startswith("ASTERISK_AGENT_")}
     env["PYTHONUNBUFFERED"] = "1"
     config = worker_config(bed, results / "conversation-worker.yaml", pause_ms)
@@ -261,7 +259,7 @@ async def run_stage(bed: TestBed, worker: Subject, carrier: Carrier, media: Medi
 
 
 async def run_all(bed: TestBed, results: Path, stages: list[int], hold_s: float, ramp_s: float,
-                  cache_dir: str, pause_ms: int = 0) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+                  cache_dir: str, pause_ms: int | None = None) -> tuple[dict[str, Any], list[dict[str, Any]]]:
     voice = await caller_voice(workers=2)
     count = max(stages)
     lines = {i: await voice.prompt(introduction_line(caller_name(i), caller_number(i))) for i in range(count)}
@@ -321,7 +319,8 @@ def markdown_section(report: dict[str, Any]) -> str:
         f"{m['python']}; the worker, both Asterisk instances and the simulated callers share these CPUs",
         f"- Asterisk: {report['asterisk']} (private test bed, slot {report['slot']})",
         f"- Command: `{report['command']}`; each stage's callers hold {report['hold_s']} s after a "
-        f"{report['ramp_s']} s ramp; early recognition `pause_ms` {report.get('pause_ms', 0)}",
+        f"{report['ramp_s']} s ramp; early recognition `pause_ms`: "
+        f"{report['pause_ms'] if report.get('pause_ms') is not None else 'the default'}",
         "",
         f"**Recognition on the phone-path set** ({acc['utterances']} caller lines, piper pitched up, 8 kHz "
         f"mu-law, whisper base with the account's names as a hint): word error rate {acc['wer_percent']} %, "
@@ -363,7 +362,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--stages", default=",".join(map(str, STAGES)))
     parser.add_argument("--hold", type=float, default=30.0, help="seconds each stage's callers keep talking")
     parser.add_argument("--ramp", type=float, default=5.0, help="seconds over which a stage's callers dial in")
-    parser.add_argument("--pause-ms", type=int, default=0, help="the worker's endpointer.pause_ms (early recognition)")
+    parser.add_argument("--pause-ms", type=int, default=None,
+                        help="the worker's endpointer.pause_ms (early recognition); default: the worker's default")
     args = parser.parse_args(argv)
     stages = [int(x) for x in args.stages.split(",") if x]
     if not stages or any(n < 1 for n in stages) or max(stages) > 900:

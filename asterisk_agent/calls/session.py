@@ -420,10 +420,14 @@ class Session:
         return self.media is not None and self.voice is not None and self.recognition is not None
 
     def _look_early(self, paused: SpeechPaused) -> None:
-        """Start recognising the turn so far: if the endpoint follows this pause, the result is (nearly) there."""
+        """Start recognising the turn so far: if the endpoint follows this pause, the result is (nearly) there.
+        Only while the recogniser is idle: under load, work on pauses the caller talks through would be wasted
+        exactly when the CPU is short."""
         self._drop_early()
         leg, recognition = self.media_leg, self.recognition
         assert leg is not None and recognition is not None
+        if recognition.in_flight:
+            return
         audio = leg.tap.caller_frames(max(0, paused.start_index - PREROLL_FRAMES),
                                       paused.last_speech_index + TAIL_FRAMES)
         task = asyncio.get_running_loop().create_task(recognition.recognize(self.id, audio, self.introduction),

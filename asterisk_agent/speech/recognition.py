@@ -48,6 +48,11 @@ class UtteranceRecognition(Protocol):
 
     name: str
 
+    @property
+    def in_flight(self) -> int:
+        """Utterances being recognised right now (a session starts early recognition only when this is 0)."""
+        ...
+
     async def start(self) -> None:
         """Load models (off the loop) before the first call."""
         ...
@@ -68,16 +73,25 @@ class _BufferedRecognition:
 
     name = "buffered"
     engine: WhisperEngine | HttpEngine
+    _in_flight = 0
+
+    @property
+    def in_flight(self) -> int:
+        return self._in_flight
 
     async def start(self) -> None:
         await asyncio.get_running_loop().run_in_executor(None, pronouncing_dictionary)
 
     async def recognize(self, call_id: str, audio: Samples, grammar: GrammarSpec | None) -> Recognition:
         del call_id
-        recognizer = self.engine.open(await _built(grammar))
-        # Resampling a whole utterance takes milliseconds: not on the loop, which paces every call's audio.
-        await asyncio.get_running_loop().run_in_executor(None, recognizer.accept, audio)
-        return await recognizer.finish_async()
+        self._in_flight += 1
+        try:
+            recognizer = self.engine.open(await _built(grammar))
+            # Resampling a whole utterance takes milliseconds: not on the loop, which paces every call's audio.
+            await asyncio.get_running_loop().run_in_executor(None, recognizer.accept, audio)
+            return await recognizer.finish_async()
+        finally:
+            self._in_flight -= 1
 
     def release(self, call_id: str) -> None:
         del call_id
@@ -168,6 +182,11 @@ class GrammarProcessPool:
         self._load = [0] * count  # calls pinned to each process
         self._pinned: dict[str, int] = {}
         self.pids: list[int] = []
+        self._in_flight = 0
+
+    @property
+    def in_flight(self) -> int:
+        return self._in_flight
 
     @property
     def processes(self) -> int:
@@ -193,7 +212,12 @@ class GrammarProcessPool:
             raise ValueError("pocketsphinx recognises grammars only: this state asks for open recognition")
         executor = self._executors[self._pin(call_id)]
         pcm = np.ascontiguousarray(audio, dtype=np.int16).tobytes()
-        return await asyncio.get_running_loop().run_in_executor(executor, _worker_recognize, call_id, pcm, grammar)
+        self._in_flight += 1
+        try:
+            return await asyncio.get_running_loop().run_in_executor(executor, _worker_recognize, call_id, pcm,
+                                                                    grammar)
+        finally:
+            self._in_flight -= 1
 
     def release(self, call_id: str) -> None:
         index = self._pinned.pop(call_id, None)
