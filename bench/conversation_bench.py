@@ -49,6 +49,7 @@ from setup_bench import (
     own_seconds,
     percentile,
     rss_kb,
+    start_bed,
     update_markdown,
 )
 
@@ -61,8 +62,8 @@ from asterisk_agent.media.leg import MediaContext, Samples
 from asterisk_agent.media.pacer import PacingClock
 from asterisk_agent.media.transport import PortPool
 from asterisk_agent.pbx.carrier.callers import Carrier, SimulatedCaller, caller_voice
-from asterisk_agent.pbx.instances import PortPlan, TestBed
-from asterisk_agent.pbx.root import PbxError, asterisk_version, build_root, default_home
+from asterisk_agent.pbx.instances import TestBed
+from asterisk_agent.pbx.root import asterisk_version
 from asterisk_agent.speech.recognition import make_recognition
 from asterisk_agent.speech.stt.grammars import GrammarSpec, digits_in, spoken_digits, words_of
 from asterisk_agent.speech.stt.metrics import word_error_rate
@@ -374,19 +375,13 @@ def main(argv: list[str] | None = None) -> int:
                           *(argv if argv is not None else sys.argv[1:])])
     os.chdir(REPO)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
-    slot = int(os.environ.get("ASTERISK_AGENT_PBX_SLOT") or 1)
-    home = default_home()
     results = json_path.parent
     results.mkdir(parents=True, exist_ok=True)
     began = time.monotonic()
-    try:
-        build_root(home)
-        bed = TestBed.create(home, REPO / "dialplan", PortPlan.for_slot(slot))
-        bed.start()
-    except PbxError as exc:
-        print(f"error: {exc}", file=sys.stderr)
+    started = start_bed()
+    if started is None:
         return 1
-    print(f"test bed up on slot {slot}", flush=True)
+    home, slot, bed = started
     try:
         accuracy, rows = asyncio.run(run_all(bed, results, stages, args.hold, args.ramp, str(results / "stt"),
                                              args.pause_ms))

@@ -40,7 +40,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from setup_bench import Subject, clear, cpu_seconds, drain, git_commit, machine, update_markdown
+from setup_bench import Subject, clear, cpu_seconds, drain, git_commit, machine, start_bed, update_markdown
 
 from asterisk_agent.ari.client import AriClient
 from asterisk_agent.demo import caller_name, caller_number, introduction_line
@@ -49,8 +49,8 @@ from asterisk_agent.media.leg import MediaContext
 from asterisk_agent.media.pacer import PacingClock
 from asterisk_agent.media.transport import PortPool
 from asterisk_agent.pbx.carrier.callers import Carrier, SimulatedCaller, caller_voice
-from asterisk_agent.pbx.instances import PortPlan, TestBed
-from asterisk_agent.pbx.root import PbxError, asterisk_version, build_root, default_home
+from asterisk_agent.pbx.instances import TestBed
+from asterisk_agent.pbx.root import asterisk_version
 
 REPO = Path(__file__).resolve().parent.parent
 APP = "asterisk-agent"
@@ -237,17 +237,12 @@ def main(argv: list[str] | None = None) -> int:
     command = shlex.join([".venv/bin/python", "bench/media_bench.py", *(argv if argv is not None else sys.argv[1:])])
     os.chdir(REPO)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
-    slot = int(os.environ.get("ASTERISK_AGENT_PBX_SLOT") or 1)
-    home = default_home()
     json_path.parent.mkdir(parents=True, exist_ok=True)
     began = time.monotonic()
-    try:
-        build_root(home)
-        bed = TestBed.create(home, REPO / "dialplan", PortPlan.for_slot(slot))
-        bed.start()
-    except PbxError as exc:
-        print(f"error: {exc}", file=sys.stderr)
+    started = start_bed()
+    if started is None:
         return 1
+    home, slot, bed = started
     try:
         rows = asyncio.run(run_all(bed, json_path.parent, subjects, levels, args.hold, args.ramp))
     finally:

@@ -776,6 +776,23 @@ def update_markdown(path: Path, section: str, begin: str = BEGIN, end: str = END
 # --- main -----------------------------------------------------------------------------------------------
 
 
+def start_bed() -> tuple[Path, int, TestBed] | None:
+    """Build the private Asterisk root if needed and start both instances on slot $ASTERISK_AGENT_PBX_SLOT, slot
+    1 unless told otherwise (a test run, on slot 0 by default, is never disturbed). ``None`` after printing the
+    error when it cannot start."""
+    slot = int(os.environ.get("ASTERISK_AGENT_PBX_SLOT") or 1)
+    home = default_home()
+    try:
+        build_root(home)
+        bed = TestBed.create(home, REPO / "dialplan", PortPlan.for_slot(slot))
+        bed.start()
+    except PbxError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return None
+    print(f"test bed up on slot {slot}: pbx ARI {bed.pbx.ari_url}, carrier ARI {bed.carrier.ari_url}", flush=True)
+    return home, slot, bed
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--json", default="bench/results/setup.json", help="where to write the raw results")
@@ -795,20 +812,13 @@ def main(argv: list[str] | None = None) -> int:
     os.chdir(REPO)  # the dialplan and .pbx are the repository's
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
 
-    # Slot 1 unless told otherwise: a test run (slot 0 by default) is never disturbed.
-    slot = int(os.environ.get("ASTERISK_AGENT_PBX_SLOT") or 1)
-    home = default_home()
     results = json_path.parent
     results.mkdir(parents=True, exist_ok=True)
     began = time.monotonic()
-    try:
-        build_root(home)
-        bed = TestBed.create(home, REPO / "dialplan", PortPlan.for_slot(slot))
-        bed.start()
-    except PbxError as exc:
-        print(f"error: {exc}", file=sys.stderr)
+    started = start_bed()
+    if started is None:
         return 1
-    print(f"test bed up on slot {slot}: pbx ARI {bed.pbx.ari_url}, carrier ARI {bed.carrier.ari_url}", flush=True)
+    home, slot, bed = started
     try:
         rows, every = asyncio.run(run_all(bed, results, subjects, levels, args.runs, args.hold))
     finally:
