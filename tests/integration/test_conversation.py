@@ -75,6 +75,15 @@ def session_of(worker: Worker, caller: SimulatedCaller) -> Session:
     raise AssertionError(f"no session for {caller.caller_number}")
 
 
+async def dial_in(carrier: Carrier, worker: Worker, media: MediaContext,
+                  number: str) -> tuple[SimulatedCaller, Session]:
+    """A caller with its own media leg, answered, and the worker's session for it."""
+    caller = await carrier.call("100", caller_number=number)
+    await caller.wait_answered()
+    await caller.attach_media(carrier, media)
+    return caller, session_of(worker, caller)
+
+
 async def heard_text(ears: WhisperBatcher, caller: SimulatedCaller, first_frame: int) -> str:
     hint = "My name is " + ", ".join(DEFAULT_NAMES) + "."
     return (await ears.transcribe_8k(caller.heard()[first_frame * FRAME_SAMPLES:], hint)).text
@@ -119,10 +128,7 @@ async def test_recognition_started_at_a_pause_answers_the_same(
                                speech={"stt": {"whisper": {"cache_dir": str(stt_cache)}},
                                        "endpointer": {"end_ms": 400, "pause_ms": 200}})
     line = await voices.prompt(introduction_line("Laura", "8906"))
-    caller = await carrier.call("100", caller_number="15550007")
-    await caller.wait_answered()
-    await caller.attach_media(carrier, caller_media)
-    session = session_of(worker, caller)
+    caller, session = await dial_in(carrier, worker, caller_media, "15550007")
     await caller.wait_reply(0, quiet_ms=1000)
     _, said_last = await caller.speak(line)
     await caller.wait_reply(said_last + 1, quiet_ms=1000)
@@ -140,10 +146,7 @@ async def test_the_caller_talking_over_the_greeting_cuts_it_and_is_understood(
 ) -> None:
     worker = await speaking_worker(make_worker, stt_cache)
     line = await voices.prompt(introduction_line("Oscar", "9052"))
-    caller = await carrier.call("100", caller_number="15550002")
-    await caller.wait_answered()
-    await caller.attach_media(carrier, caller_media)
-    session = session_of(worker, caller)
+    caller, session = await dial_in(carrier, worker, caller_media, "15550002")
     greeting_first, _ = await caller.ear.reply_after(0, 0)  # the greeting has started
     _, said_last = await caller.speak(line)  # talks over the rest of it (it lasts about 9 s)
     await caller.wait_reply(said_last + 1, quiet_ms=1000)
@@ -200,10 +203,9 @@ async def test_silence_and_line_noise_start_no_turn(
     make_worker, stt_cache: Path, carrier: Carrier, caller_media: MediaContext
 ) -> None:
     worker = await speaking_worker(make_worker, stt_cache)
-    caller = await carrier.call("100", caller_number="15550003")
-    await caller.wait_answered()
-    leg = await caller.attach_media(carrier, caller_media)
-    session = session_of(worker, caller)
+    caller, session = await dial_in(carrier, worker, caller_media, "15550003")
+    leg = caller.media_leg
+    assert leg is not None
     await caller.wait_reply(0, quiet_ms=600)  # the whole greeting, undisturbed
     await caller.speak(speech_samples.silence(2.0))
     await caller.speak(speech_samples.white_noise(3.0, level_dbfs=-45.0))
@@ -220,10 +222,7 @@ async def test_a_caller_hanging_up_mid_reply_ends_the_session_cleanly(
 ) -> None:
     worker = await speaking_worker(make_worker, stt_cache)
     line = await voices.prompt(introduction_line("Nora", "3607"))
-    caller = await carrier.call("100", caller_number="15550004")
-    await caller.wait_answered()
-    await caller.attach_media(carrier, caller_media)
-    session = session_of(worker, caller)
+    caller, session = await dial_in(carrier, worker, caller_media, "15550004")
     await caller.wait_reply(0, quiet_ms=1000)
     _, said_last = await caller.speak(line)
     await caller.ear.reply_after(said_last + 1, 0)  # the reply has started
@@ -243,10 +242,7 @@ async def test_a_failing_recognition_engine_apologises_and_the_call_goes_on(
     worker = await speaking_worker(make_worker, stt_cache, engine="http",
                                    http={"base_url": f"http://127.0.0.1:{unused_tcp_port}", "timeout_ms": 1000})
     line = await voices.prompt(introduction_line("Paul", "5983"))
-    caller = await carrier.call("100", caller_number="15550005")
-    await caller.wait_answered()
-    await caller.attach_media(carrier, caller_media)
-    session = session_of(worker, caller)
+    caller, session = await dial_in(carrier, worker, caller_media, "15550005")
     await caller.wait_reply(0, quiet_ms=1000)
     _, said_last = await caller.speak(line)
     await caller.wait_reply(said_last + 1, quiet_ms=1000)
@@ -273,10 +269,7 @@ async def test_no_blocking_call_on_the_event_loop_during_a_spoken_call(
     loop.set_exception_handler(lambda _loop, context: failures.append(context.get("exception")))
     try:
         with blockbuster_ctx(["asterisk_agent"], excluded_modules=["asterisk_agent.pbx"]):
-            caller = await carrier.call("100", caller_number="15550006")
-            await caller.wait_answered()
-            await caller.attach_media(carrier, caller_media)
-            session = session_of(worker, caller)
+            caller, session = await dial_in(carrier, worker, caller_media, "15550006")
             await caller.wait_reply(0, quiet_ms=1000)
             _, said_last = await caller.speak(line)
             await caller.wait_reply(said_last + 1, quiet_ms=1000)
