@@ -466,8 +466,6 @@ class Session:
                 result = await heard.early
             else:
                 result = await recognition.recognize(self.id, audio, self.introduction)
-        except asyncio.CancelledError:
-            raise
         except Exception as exc:  # a failing engine must not end the call: say so and listen again
             turn.error = f"{type(exc).__name__}: {exc}"[:200]
             log.warning("session %s: recognition failed: %s", self.id, type(exc).__name__)

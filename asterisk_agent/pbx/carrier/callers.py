@@ -8,6 +8,7 @@ hangup and cause. An agent is a pbx call to an agent endpoint, arriving in the c
 from __future__ import annotations
 
 import asyncio
+import bisect
 import contextlib
 import logging
 import time
@@ -51,11 +52,12 @@ def voiced_frames(samples: Samples) -> list[int]:
 
 class Ear:
     """What a simulated caller hears, frame by frame (on the media leg's tick): which tap frames were voiced,
-    and futures waiting for a reply to start and end."""
+    and futures waiting for a reply to start and end. Each frame costs one level measurement and a look at
+    each waiter, whatever the length of the call."""
 
     def __init__(self) -> None:
         self.frame = 0  # the next tap frame index
-        self.voiced: list[int] = []
+        self.voiced: list[int] = []  # voiced tap frames, in order
         self._waiters: list[tuple[int, int, asyncio.Future[tuple[int, int]]]] = []
 
     def attach(self, leg: MediaLeg) -> None:
@@ -68,21 +70,23 @@ class Ear:
         self.frame += 1
         if frame_dbfs(heard) > HEARD_VOICED_DBFS:
             self.voiced.append(index)
-        for waiter in list(self._waiters):
-            since, quiet, future = waiter
-            if future.done():
-                self._waiters.remove(waiter)
-                continue
-            found = self._reply(since, quiet)
+        if not self._waiters:
+            return
+        pending = []
+        for since, quiet, future in self._waiters:
+            found = None if future.done() else self._reply(since, quiet)
             if found is not None:
                 future.set_result(found)
-                self._waiters.remove(waiter)
+            elif not future.done():
+                pending.append((since, quiet, future))
+        self._waiters = pending
 
     def _reply(self, since: int, quiet: int) -> tuple[int, int] | None:
-        after = [i for i in self.voiced[-3000:] if i >= since]
-        if not after or self.frame - 1 - after[-1] < quiet:
+        """The first voiced frame at or after ``since`` and the last voiced frame, once ``quiet`` silent frames
+        followed it; ``None`` before."""
+        if not self.voiced or self.voiced[-1] < since or self.frame - 1 - self.voiced[-1] < quiet:
             return None
-        return after[0], after[-1]
+        return self.voiced[bisect.bisect_left(self.voiced, since)], self.voiced[-1]
 
     async def reply_after(self, since: int, quiet_frames: int) -> tuple[int, int]:
         found = self._reply(since, quiet_frames)
