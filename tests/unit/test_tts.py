@@ -385,7 +385,9 @@ async def test_first_chunk_arrives_before_the_last_sentence_is_rendered() -> Non
         gate.set()
         rest = await collect(stream)
     assert len(first) > 0 and len(rest) == 2
-    assert [s for s, _ in synth.finished] == sentences
+    # Two workers may finish the first two sentences in either order; the chunks still come out in order.
+    assert sorted(s for s, _ in synth.finished) == sorted(sentences)
+    assert synth.finished[-1][0] == sentences[2]  # the gated one last
     assert all(len(chunk) % FRAME_SAMPLES == 0 for chunk in [first, *rest])
     # 200 ms of pause after each sentence but the last.
     assert np.all(first[-1600:] == 0) and np.any(rest[-1][-1600:] != 0)
