@@ -128,7 +128,7 @@ def start_worker(bed: TestBed, results: Path, pause_ms: int | None = None) -> Su
 
 
 def _spoken(text: str) -> list[str]:
-    return spoken_digits(words_of(text.replace("-", " ")))
+    return spoken_digits(words_of(text))
 
 
 async def phone_path_accuracy(lines: dict[int, Samples], count: int, cache_dir: str) -> dict[str, Any]:

@@ -454,8 +454,6 @@ class Session:
         leg, recognition = self.media_leg, self.recognition
         if leg is None or recognition is None or self.voice is None:
             return
-        first = max(0, heard.start_frame - PREROLL_FRAMES)
-        audio = leg.tap.caller_frames(first, heard.last_frame + TAIL_FRAMES)
         turn = Turn("caller", "", start_ms=heard.start_frame * FRAME_MS, end_ms=(heard.last_frame + 1) * FRAME_MS,
                     early=heard.early is not None)
         self.transcript.append(turn)
@@ -465,6 +463,8 @@ class Session:
             if heard.early is not None:
                 result = await heard.early
             else:
+                audio = leg.tap.caller_frames(max(0, heard.start_frame - PREROLL_FRAMES),
+                                              heard.last_frame + TAIL_FRAMES)
                 result = await recognition.recognize(self.id, audio, self.introduction)
         except Exception as exc:  # a failing engine must not end the call: say so and listen again
             turn.error = f"{type(exc).__name__}: {exc}"[:200]

@@ -95,6 +95,8 @@ class PacingStats:
     # How far each interval between two ticks strayed from the period (|lateness - previous lateness|), as a
     # histogram, so a long run costs no memory; :meth:`deviation_ms` reads percentiles off it.
     deviations: list[int] = field(default_factory=lambda: [0] * DEVIATION_BINS)
+    _window_stalls: int = 0  # stalls and skipped ticks when the current window began
+    _window_skipped: int = 0
 
     def add_deviation(self, seconds: float) -> None:
         self.deviations[min(DEVIATION_BINS - 1, int(abs(seconds) * 1000 / DEVIATION_BIN_MS))] += 1
@@ -112,13 +114,15 @@ class PacingStats:
         return round(DEVIATION_BINS * DEVIATION_BIN_MS, 1)
 
     def take_window(self) -> dict[str, float | int | None]:
-        """A summary since the last call (intervals, p50/p99/max deviation, stalls), then start a new window."""
+        """A summary since the last call (intervals, p50/p99/max deviation, stalls and skipped ticks), then start
+        a new window. The counters themselves stay cumulative."""
         summary: dict[str, float | int | None] = {
             "intervals": sum(self.deviations), "p50_ms": self.deviation_ms(0.5), "p99_ms": self.deviation_ms(0.99),
-            "max_ms": self.deviation_ms(1.0), "stalls": self.stalls, "skipped": self.skipped,
+            "max_ms": self.deviation_ms(1.0), "stalls": self.stalls - self._window_stalls,
+            "skipped": self.skipped - self._window_skipped,
         }
         self.deviations = [0] * DEVIATION_BINS
-        self.stalls = self.skipped = 0
+        self._window_stalls, self._window_skipped = self.stalls, self.skipped
         return summary
 
 

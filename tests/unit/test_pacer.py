@@ -223,4 +223,6 @@ def test_interval_deviation_histogram_and_windows() -> None:
     stats.stalls = 2
     window = stats.take_window()
     assert window["intervals"] == 100 and window["p99_ms"] == 1.6 and window["stalls"] == 2
-    assert stats.deviation_ms(0.5) is None and stats.stalls == 0
+    assert stats.deviation_ms(0.5) is None and stats.stalls == 2  # the counter stays cumulative
+    stats.stalls = 3
+    assert stats.take_window()["stalls"] == 1  # one more in the new window
