@@ -111,9 +111,13 @@ ASK_INTRODUCTION = "Please say your name and your number."
 PIECE_PAUSE = np.zeros(SAMPLE_RATE * 200 // 1000, dtype=np.int16)  # between cached pieces, as between sentences
 
 
+_DIGIT_WORDS = ("zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine")
+
+
 def _digit_pieces(digits: str) -> list[str]:
-    """A number read digit by digit, each digit its own cached piece ("4." is said "four")."""
-    return [f"{digit}." for digit in digits if digit.isdigit()]
+    """A number read digit by digit, each digit its own cached piece, spelled as a word with a comma (piper's
+    "2." alone was heard as "tune")."""
+    return [f"{_DIGIT_WORDS[int(digit)]}," for digit in digits if digit.isdigit()]
 
 
 def fixed_replies(names: list[str]) -> list[str]:
