@@ -218,17 +218,6 @@ def test_silence_re_prompts_then_ends_by_the_flow_limit() -> None:
     assert ("limit", "silence") in [(event.kind, event.reason) for event in dialog.events]
 
 
-def test_the_turn_limit_ends_by_the_configured_action() -> None:
-    dialog = run("bank")  # on_limit: escalate; keys it cannot use count as turns too
-    dialog.start()
-    for _ in range(40):
-        dialog.keyed("9")
-        if dialog.finished:
-            break
-    assert dialog.outcome is not None and dialog.outcome.startswith("escalated:")
-    assert dialog.escalation is not None
-
-
 def test_the_turn_limit_is_recorded_with_its_reason() -> None:
     flow = parse_flow("""\
 name: loop
