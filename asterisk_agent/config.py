@@ -16,6 +16,9 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
+from asterisk_agent.dialog.flow import Flow, FlowError, load_flow, shipped_flow
+from asterisk_agent.integrations.settings import EndpointSettings
+
 ENV_PREFIX = "ASTERISK_AGENT_"
 SAMPLE_ARI_PASSWORD = "change-me-ari-password"  # noqa: S105 - the sample's placeholder, refused off loopback
 _ID_PREFIX = re.compile(r"^[a-z][a-z0-9-]{1,15}$")
@@ -183,6 +186,14 @@ class AccountConfig(_Strict):
     # With speech on, callers introduce themselves: a name from this list and a number of number_digits digits.
     names: list[str] = Field(default_factory=lambda: list(DEFAULT_NAMES), min_length=1)
     number_digits: int = Field(default=4, ge=1, le=16)
+    # A dialog flow for this account's callers: a shipped one (clinic, bank, insurance) or a path to a YAML file
+    # (relative paths from the worker's folder). Without one, callers introduce themselves (name and number).
+    flow: str | None = None
+    # The flow's integration names -> endpoints under `integrations:` (a name left out maps to the same name).
+    integrations: dict[str, str] = Field(default_factory=dict)
+
+    def endpoint_for(self, integration: str) -> str:
+        return self.integrations.get(integration, integration)
 
     @field_validator("names")
     @classmethod
@@ -215,6 +226,8 @@ class Settings(BaseSettings):
     accounts: dict[str, AccountConfig] = Field(
         default_factory=lambda: {"default": AccountConfig(numbers=["_X."])}
     )
+    # Backends the flows call (CRM, scheduling, banking), each with its own limits.
+    integrations: dict[str, EndpointSettings] = Field(default_factory=dict)
     fallback_context: str = Field(default="agent-fallback", pattern=r"^[A-Za-z0-9_-]+$")
     log_level: str = Field(default="INFO", pattern=r"^(DEBUG|INFO|WARNING|ERROR)$")
 
@@ -237,6 +250,26 @@ class Settings(BaseSettings):
         # Environment first, so it overrides what the file (passed as init values) says.
         return (env_settings, init_settings)
 
+    @model_validator(mode="after")
+    def _flows(self) -> Settings:
+        problems = []
+        for name, account in self.accounts.items():
+            if account.flow is None:
+                continue
+            try:
+                flow = load_account_flow(account.flow)
+            except FlowError as exc:
+                problems.append(f"accounts.{name}.flow: {exc}")
+                continue
+            for integration in flow.integrations:
+                endpoint = account.endpoint_for(integration)
+                if endpoint not in self.integrations:
+                    problems.append(f"accounts.{name}.integrations: flow {flow.name!r} calls {integration!r}, and "
+                                    f"no endpoint {endpoint!r} is configured under integrations")
+        if problems:
+            raise ValueError("; ".join(problems))
+        return self
+
     def account_for(self, number: str) -> str | None:
         """The account that owns a dialled number: exact numbers win over patterns, then the longest pattern."""
         best: tuple[int, str] | None = None
@@ -249,6 +282,13 @@ class Settings(BaseSettings):
                     if best is None or rank > best[0]:
                         best = (rank, name)
         return best[1] if best else None
+
+
+def load_account_flow(reference: str) -> Flow:
+    """An account's flow: a shipped flow by name, or a YAML file by path."""
+    if "/" in reference or reference.endswith((".yaml", ".yml")):
+        return load_flow(reference)
+    return shipped_flow(reference)
 
 
 _PATTERN_CLASSES = {"X": "[0-9]", "Z": "[1-9]", "N": "[2-9]"}
@@ -340,6 +380,17 @@ def deployment_problems(settings: Settings) -> tuple[list[str], list[str]]:
             "ari.password: still the sample's placeholder while ari.url points off this machine; "
             "set the password from your ari.conf"
         )
+    for name, account in settings.accounts.items():
+        if account.flow is None:
+            continue
+        flow = load_account_flow(account.flow)
+        for integration in flow.integrations:
+            endpoint = settings.integrations.get(account.endpoint_for(integration))
+            if endpoint is not None and endpoint.total_budget_ms > flow.limits.integration_wait_ms:
+                warnings.append(
+                    f"accounts.{name}: flow {flow.name!r} waits {flow.limits.integration_wait_ms} ms for "
+                    f"{integration!r}, less than its endpoint's total_budget_ms ({endpoint.total_budget_ms}): a "
+                    "slow backend ends the wait before the cached answer can be served")
     if _is_loopback(settings.media.advertised_address) and not ari_loopback:
         warnings.append(
             "media.advertised_address: loopback is advertised to an Asterisk on another host; "

@@ -22,7 +22,11 @@ from asterisk_agent.ari.events import (
 )
 from asterisk_agent.ari.ids import IdFactory
 from asterisk_agent.calls.session import EndReason, Session, SessionOptions, fixed_replies
-from asterisk_agent.config import Settings
+from asterisk_agent.config import Settings, load_account_flow
+from asterisk_agent.dialog.driver import FlowSetup
+from asterisk_agent.dialog.engine import CallIntegration, IntegrationAnswer
+from asterisk_agent.dialog.integration import integration_call
+from asterisk_agent.integrations.client import IntegrationClient
 from asterisk_agent.media.leg import MediaContext
 from asterisk_agent.media.pacer import PacingClock
 from asterisk_agent.media.transport import PortPool
@@ -35,6 +39,11 @@ from asterisk_agent.speech.voice import Voice
 log = logging.getLogger(__name__)
 
 INBOUND = "inbound"
+
+
+async def _no_backend(action: CallIntegration) -> IntegrationAnswer:
+    """A flow without integrations never calls one (config validation sees to it)."""
+    raise RuntimeError(f"no integration client for {action.integration!r}")
 
 
 def stasis_args(channel: Channel, app: str) -> tuple[str, ...] | None:
@@ -66,6 +75,14 @@ class CallManager:
         self.voice: Voice | None = None  # loaded by the worker before calls arrive (see load_speech)
         self.recognition: UtteranceRecognition | None = None
         self._prerender: asyncio.Task[None] | None = None
+        # One client for every flow's backends (limits are per endpoint, shared by all calls); flows per account.
+        self.integrations = IntegrationClient(settings.integrations) if settings.integrations else None
+        self.flows: dict[str, FlowSetup] = {}
+        for name, account in settings.accounts.items():
+            if account.flow is not None:
+                flow = load_account_flow(account.flow)
+                call = integration_call(self.integrations, account.integrations) if self.integrations else _no_backend
+                self.flows[name] = FlowSetup.of(flow, call)
         if settings.media.enabled:
             conf = settings.media
             self.media = MediaContext(
@@ -191,6 +208,7 @@ class CallManager:
             adopted=adopted, on_end=self._on_session_end, media=self.media, voice=self.voice,
             recognition=self.recognition, introduction=GrammarSpec("introduction", (tuple(conf.names),
                                                                                     conf.number_digits)),
+            flow=self.flows.get(account),
         )
         if self.media is not None and not self.media.clock.running:
             self.media.clock.start()
@@ -289,3 +307,5 @@ class CallManager:
             self.voice.close()
         if self.recognition is not None:
             await self.recognition.close()
+        if self.integrations is not None:
+            await self.integrations.close()

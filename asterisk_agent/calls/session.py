@@ -15,7 +15,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import datetime as dt
 import logging
+import math
 import secrets
 import time
 import uuid
@@ -41,6 +43,8 @@ from asterisk_agent.ari.events import (
 from asterisk_agent.ari.ids import IdFactory
 from asterisk_agent.calls.ledger import Kind, Ledger
 from asterisk_agent.calls.turns import TurnDetector
+from asterisk_agent.dialog.driver import CallerInput, DialogDriver, FlowSetup, Keys, Silence, Utterance
+from asterisk_agent.dialog.engine import DialogRun, Escalate, Listen
 from asterisk_agent.media.frames import FRAME_MS, SAMPLE_RATE
 from asterisk_agent.media.leg import MediaContext, MediaLeg, Samples
 from asterisk_agent.speech.endpointer import BargeIn, SpeechDiscarded, SpeechEnded, SpeechPaused, SpeechStarted
@@ -75,6 +79,8 @@ class EndReason(Enum):
     MAX_DURATION = "max_duration"
     WORKER_SHUTDOWN = "worker_shutdown"
     VANISHED = "vanished"  # the channel was gone when the worker resynced
+    COMPLETED = "completed"  # the flow ended the call (its outcome is in the dialog record)
+    ESCALATED = "escalated"  # the flow handed the caller on (until handoff exists: said so and hung up)
     ERROR = "error"
 
 
@@ -124,6 +130,36 @@ def fixed_replies(names: list[str]) -> list[str]:
     """Every piece the agent says that recurs across calls, to render once before callers need them."""
     return [GREETING, ASK_INTRODUCTION, "Your call number is", "You entered",
             *_digit_pieces("0123456789"), SORRY_NO_MATCH, SORRY_FAILED, *(f"Thank you {name}." for name in names)]
+
+
+def grammar_for(listen: Listen) -> GrammarSpec | None:
+    """The grammar a state's expected answer has where one exists (a grammar engine decodes with it; open
+    recognition takes its hint); ``None`` for open answers and intents."""
+    if listen.slot_type == "yes_no":
+        return GrammarSpec("yes_no")
+    if listen.slot_type in ("date", "time"):
+        return GrammarSpec("dates_and_times")
+    if listen.slot_type == "digits":
+        return GrammarSpec("digits", (1, max(1, listen.keys_max)))
+    if listen.slot_type == "name" and listen.choices:
+        return GrammarSpec("names", (listen.choices,))
+    return None
+
+
+@dataclass
+class _SessionSide:
+    """The session as a flow's call side."""
+
+    session: Session
+
+    async def say(self, text: str, *, fixed: bool) -> None:
+        await self.session._flow_say(text, fixed=fixed)
+
+    async def listen(self, listen: Listen) -> CallerInput:
+        return await self.session._flow_listen(listen)
+
+    def escalated(self, escalation: Escalate) -> None:
+        self.session._flow_escalated(escalation)
 
 
 def _retrieve(task: asyncio.Task[Recognition]) -> None:
@@ -181,6 +217,7 @@ class Session:
     voice: Voice | None = None  # with media: prompts and replies spoken by our TTS through the media leg
     recognition: UtteranceRecognition | None = None  # with media and voice: the caller may talk
     introduction: GrammarSpec | None = None  # how this account's callers say who they are
+    flow: FlowSetup | None = None  # the account's dialog flow: with it the call runs the flow
 
     id: str = field(default_factory=lambda: uuid.uuid4().hex)
     token: str = field(default_factory=lambda: f"{secrets.randbelow(10_000):04d}")
@@ -196,6 +233,7 @@ class Session:
     utterances: list[tuple[int, int]] = field(default_factory=list)  # (first, last) speech frame of each turn
     barge_ins: list[tuple[int, int]] = field(default_factory=list)  # (frame, reply frames cut)
     transcript: list[Turn] = field(default_factory=list)
+    dialog: DialogRun | None = None  # the flow's record of this call: turns, events, outcome
 
     def __post_init__(self) -> None:
         self._started = time.monotonic()
@@ -206,6 +244,8 @@ class Session:
         self._stasis_waiters: dict[str, asyncio.Future[None]] = {}
         self._barged = asyncio.Event()  # the caller talked over the reply (set from the media tick)
         self._early: tuple[tuple[int, int], asyncio.Task[Recognition]] | None = None
+        self._grammar: GrammarSpec | None = self.introduction  # what the caller is expected to say now
+        self._caller_speaking = False
         self._task: asyncio.Task[None] | None = None
         self._ended = asyncio.Event()
         self._ending = False
@@ -285,6 +325,7 @@ class Session:
         try:
             async with asyncio.timeout(self.options.call_max_ms / 1000):
                 await self._converse()
+            reason = self.end_reason or EndReason.COMPLETED
         except TimeoutError:
             reason = EndReason.MAX_DURATION
         except _CallerGone:
@@ -317,6 +358,9 @@ class Session:
         if self.media is not None:
             await self._start_media(self.media)
         self.state = CallState.GREETING
+        if self.flow is not None and self.media_leg is not None and self.voice is not None:
+            await self._run_flow(self.flow)
+            return
         if self.media_leg is not None and self.voice is not None:
             if self.adopted and self.caller.state == "Up":
                 await self._say("", fixed=["One moment please."], interruptible=True)
@@ -381,11 +425,13 @@ class Session:
                 self.barge_ins.append((event.frame_index, cut))
                 self.note("barge_in", f"frame {event.frame_index}, {cut} reply frames cut")
             elif isinstance(event, SpeechStarted):
+                self._caller_speaking = True
                 self.note("speech_started", f"frame {event.frame_index}")
             elif isinstance(event, SpeechPaused):
                 if self._listening:
                     self._look_early(event)
             elif isinstance(event, SpeechEnded):
+                self._caller_speaking = False
                 self.utterances.append((event.start_index, event.last_speech_index))
                 self.note("utterance", f"frames {event.start_index}-{event.last_speech_index}")
                 if self._listening:
@@ -393,10 +439,12 @@ class Session:
                                                            event.frame_index, time.monotonic(), event.forced,
                                                            self._take_early(event)))
             elif isinstance(event, SpeechDiscarded):
+                self._caller_speaking = False
                 self.note("speech_discarded", f"frame {event.frame_index}")
 
-    async def _collect_digits(self, first: str) -> str:
-        """Keys from ``first`` on, until "#", ``digits_max`` or the inter-digit timeout ("*" starts over)."""
+    async def _collect_digits(self, first: str, most: int | None = None) -> str:
+        """Keys from ``first`` on, until "#", ``most`` (default ``digits_max``) or the inter-digit timeout ("*"
+        starts over)."""
         collected = ""
         digit: str | None = first
         while True:
@@ -406,7 +454,7 @@ class Session:
                 collected = ""
             elif digit is not None:
                 collected += digit
-                if len(collected) >= self.options.digits_max:
+                if len(collected) >= (most or self.options.digits_max):
                     break
             try:
                 async with asyncio.timeout(self.options.digit_timeout_ms / 1000):
@@ -434,7 +482,7 @@ class Session:
             return
         audio = leg.tap.caller_frames(max(0, paused.start_index - PREROLL_FRAMES),
                                       paused.last_speech_index + TAIL_FRAMES)
-        task = asyncio.get_running_loop().create_task(recognition.recognize(self.id, audio, self.introduction),
+        task = asyncio.get_running_loop().create_task(recognition.recognize(self.id, audio, self._grammar),
                                                       name=f"early-stt-{self.id[:12]}")
         task.add_done_callback(_retrieve)
         self._early = ((paused.start_index, paused.last_speech_index), task)
@@ -453,32 +501,40 @@ class Session:
             self._early[1].cancel()
             self._early = None
 
-    async def _answer(self, heard: HeardUtterance) -> None:
-        """Recognise one caller utterance and answer it: their own name and number, or a re-prompt."""
+    async def _recognize_turn(self, heard: HeardUtterance) -> Turn:
+        """Recognise one caller utterance (or take the early recognition of it) into a caller turn of the
+        transcript. A failing engine leaves the turn empty with its error: the call goes on."""
         leg, recognition = self.media_leg, self.recognition
-        if leg is None or recognition is None or self.voice is None:
-            return
+        assert leg is not None and recognition is not None
         turn = Turn("caller", "", start_ms=heard.start_frame * FRAME_MS, end_ms=(heard.last_frame + 1) * FRAME_MS,
                     early=heard.early is not None)
         self.transcript.append(turn)
         self.state = CallState.RECOGNIZING
-        value: object = None
         try:
             if heard.early is not None:
                 result = await heard.early
             else:
                 audio = leg.tap.caller_frames(max(0, heard.start_frame - PREROLL_FRAMES),
                                               heard.last_frame + TAIL_FRAMES)
-                result = await recognition.recognize(self.id, audio, self.introduction)
+                result = await recognition.recognize(self.id, audio, self._grammar)
         except Exception as exc:  # a failing engine must not end the call: say so and listen again
             turn.error = f"{type(exc).__name__}: {exc}"[:200]
             log.warning("session %s: recognition failed: %s", self.id, type(exc).__name__)
             self.note("stt_error", type(exc).__name__)
         else:
             turn.text, turn.confidence, turn.engine = result.text, result.confidence, result.engine
-            if self.introduction is not None and result.text:
-                value = self.introduction.build().normalize(result.text)
             self.note("heard", f"{len(result.text.split())} words, confidence {result.confidence:.2f}")
+        return turn
+
+    async def _answer(self, heard: HeardUtterance) -> None:
+        """Recognise one caller utterance and answer it: their own name and number, or a re-prompt."""
+        leg = self.media_leg
+        if leg is None or self.recognition is None or self.voice is None:
+            return
+        turn = await self._recognize_turn(heard)
+        value: object = None
+        if self.introduction is not None and turn.text:
+            value = self.introduction.build().normalize(turn.text)
         recognized_at = time.monotonic()
         # What recurs across calls comes from the prompt cache; the caller's own number is spoken as one sentence
         # (digits pieced together from the cache are understood less well: measured with the callers' ears).
@@ -503,6 +559,80 @@ class Session:
                  said.recognize_ms, said.reply_ms)
         said.end_ms = leg.tap.frames * FRAME_MS
         said.cut = bool(self._barged.is_set())
+
+    # --- a dialog flow ----------------------------------------------------------------------------------------
+
+    async def _run_flow(self, setup: FlowSetup) -> None:
+        """The account's flow from its first prompt to its end; the call ends after it."""
+        run = DialogRun(setup.flow, setup.scorer, today=dt.date.today(), run_id=self.id,
+                        variables={"did": self.did, "caller": self.caller.caller_number, "account": self.account})
+        self.dialog = run
+        driver = DialogDriver(run, _SessionSide(self), setup.integrations)
+        self.note("flow", setup.flow.name)
+        try:
+            async with asyncio.timeout(setup.flow.limits.call_max_ms / 1000):
+                outcome = await driver.drive()
+        except TimeoutError:
+            outcome = await driver.stop_at_limit("call_max")
+        self.note("flow_outcome", outcome)
+        log.info("session %s flow %s ended: %s", self.id, setup.flow.name, outcome)
+        self.end_reason = EndReason.ESCALATED if outcome.startswith("escalated") else EndReason.COMPLETED
+
+    async def _flow_say(self, text: str, *, fixed: bool) -> None:
+        leg = self.media_leg
+        assert leg is not None
+        said = Turn("agent", text, start_ms=leg.tap.frames * FRAME_MS)
+        self.transcript.append(said)
+        self.state = CallState.REPLYING
+        await self._say("" if fixed else text, fixed=[text] if fixed else [], interruptible=True)
+        said.end_ms = leg.tap.frames * FRAME_MS
+        said.cut = bool(self._barged.is_set())
+
+    async def _flow_listen(self, listen: Listen) -> CallerInput:
+        """The caller's next input: an utterance (recognised), keys (up to ``keys_max`` or "#"), or silence for
+        ``silence_ms`` (never while the caller is still speaking)."""
+        self.state = CallState.COLLECTING
+        self._grammar = grammar_for(listen)
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + listen.silence_ms / 1000
+        while True:
+            try:
+                async with asyncio.timeout_at(deadline):
+                    event = await self._next_input()
+            except TimeoutError:
+                if self._caller_speaking:  # mid-sentence: the endpointer will end the turn
+                    deadline = loop.time() + listen.silence_ms / 1000
+                    continue
+                return Silence()
+            if isinstance(event, HeardUtterance):
+                if self.recognition is None:
+                    continue
+                turn = await self._recognize_turn(event)
+                if turn.error is not None:
+                    return Utterance("", 0.0)
+                return Utterance(turn.text, turn.confidence or 0.0, self._loudness(event))
+            if isinstance(event, ChannelDtmfReceived) and event.channel.id == self.caller.id:
+                keys = await self._collect_digits(event.digit, most=listen.keys_max)
+                if keys:
+                    self.transcript.append(Turn("caller", f"keys:{len(keys)}", start_ms=self._tap_ms()))
+                    return Keys(keys)
+
+    def _tap_ms(self) -> int:
+        return self.media_leg.tap.frames * FRAME_MS if self.media_leg is not None else 0
+
+    def _loudness(self, heard: HeardUtterance) -> float | None:
+        """The utterance's level in dBFS (rising loudness is one sign of a frustrated caller)."""
+        if self.media_leg is None:
+            return None
+        audio = self.media_leg.tap.caller_frames(heard.start_frame, heard.last_frame + 1)
+        if not len(audio):
+            return None
+        rms = float(np.sqrt(np.mean(np.square(audio.astype(np.float64)))))
+        return round(20 * math.log10(max(rms, 1.0) / 32768), 1)
+
+    def _flow_escalated(self, escalation: Escalate) -> None:
+        self.note("escalation", f"{escalation.reason}: {escalation.detail}")
+        log.info("session %s escalation: %s", self.id, escalation.reason)
 
     async def _read_back(self, digits: str) -> None:
         # Digit by digit: a channel sending a digit string cannot be hung up until the string is out.

@@ -435,3 +435,23 @@ def test_pause_ms_must_come_before_the_endpoint() -> None:
     with pytest.raises(ValueError, match="pause_ms"):
         Settings(speech={"endpointer": {"end_ms": 400, "pause_ms": 400}})
     assert Settings(speech={"endpointer": {"pause_ms": 200}}).speech.endpointer.pause_ms == 200
+
+
+def test_an_account_flow_must_have_its_integrations_configured(tmp_path: Path) -> None:
+    path = tmp_path / "worker.yaml"
+    path.write_text("accounts:\n  bank:\n    numbers: ['100']\n    flow: bank\n")
+    with pytest.raises(ConfigError, match="flow 'bank' calls 'banking', and no endpoint 'banking' is configured"):
+        load_config(path)
+    path.write_text("integrations:\n  core-banking: {base_url: 'http://127.0.0.1:18082'}\n"
+                    "accounts:\n  bank:\n    numbers: ['100']\n    flow: bank\n"
+                    "    integrations: {banking: core-banking}\n")
+    assert load_config(path).accounts["bank"].endpoint_for("banking") == "core-banking"
+
+
+def test_a_broken_flow_file_is_reported_with_its_line(tmp_path: Path) -> None:
+    flow = tmp_path / "mine.yaml"
+    flow.write_text("name: mine\nstart: nowhere\nstates:\n  a:\n    say: hi\n    end: done\n")
+    path = tmp_path / "worker.yaml"
+    path.write_text(f"accounts:\n  a:\n    numbers: ['100']\n    flow: {flow}\n")
+    with pytest.raises(ConfigError, match=r"mine\.yaml:2: start: no state named 'nowhere'"):
+        load_config(path)

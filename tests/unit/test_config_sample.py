@@ -74,7 +74,12 @@ def test_sample_sets_every_key() -> None:
 
 def test_sample_shows_the_defaults() -> None:
     sample = load_config(SAMPLE)
-    assert sample.model_dump(exclude={"accounts"}) == Settings().model_dump(exclude={"accounts"})
+    assert sample.model_dump(exclude={"accounts", "integrations"}) == Settings().model_dump(
+        exclude={"accounts", "integrations"})
+    # The sample's endpoint shows every endpoint default.
+    for endpoint in sample.integrations.values():
+        assert endpoint.model_dump(exclude={"base_url"}) == type(endpoint)(base_url="http://x").model_dump(
+            exclude={"base_url"})
     default_account = AccountConfig(numbers=["_X."])
     for name, account in sample.accounts.items():
         assert (account.greeting, account.digits_max) == (default_account.greeting, default_account.digits_max), name
@@ -85,6 +90,8 @@ def test_sample_accounts_route_by_number() -> None:
     assert settings.account_for("+15551230000") == "sales"
     assert settings.account_for("2345") == "sales"
     assert settings.account_for("3456") == "default"
+    assert settings.account_for("+15551239000") == "clinic"
+    assert settings.accounts["clinic"].flow == "clinic"
 
 
 def test_sample_documents_every_key() -> None:

@@ -1,0 +1,3 @@
+from asterisk_agent.backends.runner import main
+
+raise SystemExit(main())

@@ -1,0 +1,147 @@
+"""Performs a :class:`DialogRun`'s actions for one call: speaks through the call, listens for the caller's next
+input, calls integrations within the flow's wait limit (saying "one moment" when they are slow), and records
+what happened. The call side is a small protocol, so the same driver runs a real call (the session) or a text
+conversation (tests, the flow linter's dry run).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Protocol
+
+from asterisk_agent.dialog.engine import (
+    Action,
+    CallIntegration,
+    CallOutcome,
+    DialogRun,
+    Escalate,
+    Hangup,
+    IntegrationAnswer,
+    Listen,
+    Say,
+)
+from asterisk_agent.dialog.flow import Flow
+from asterisk_agent.dialog.intents import IntentScorer
+
+log = logging.getLogger(__name__)
+
+HOLD_AFTER_MS = 700  # an integration slower than this: the caller hears the flow's hold message
+
+
+@dataclass(frozen=True)
+class Utterance:
+    text: str
+    confidence: float
+    loudness_db: float | None = None
+
+
+@dataclass(frozen=True)
+class Keys:
+    keys: str
+
+
+@dataclass(frozen=True)
+class Silence:
+    pass
+
+
+CallerInput = Utterance | Keys | Silence
+IntegrationCall = Callable[[CallIntegration], Awaitable[IntegrationAnswer]]
+
+
+@dataclass(frozen=True)
+class FlowSetup:
+    """What an account's calls need to run its flow: the flow, its trained intent scorer, and how to reach
+    its integrations."""
+
+    flow: Flow
+    scorer: IntentScorer
+    integrations: IntegrationCall
+
+    @classmethod
+    def of(cls, flow: Flow, integrations: IntegrationCall) -> FlowSetup:
+        return cls(flow, IntentScorer({name: intent.examples for name, intent in flow.intents.items()}), integrations)
+
+
+class CallSide(Protocol):
+    async def say(self, text: str, *, fixed: bool) -> None:
+        """Speak ``text`` (``fixed``: the same on every call, so it may come from the prompt cache); returns
+        when it was heard, or cut by the caller."""
+
+    async def listen(self, listen: Listen) -> CallerInput:
+        """The caller's next input: what they said (recognised), what they keyed, or silence."""
+
+    def escalated(self, escalation: Escalate) -> None:
+        """The flow asks for a human, with its reason."""
+
+
+class DialogDriver:
+    def __init__(self, run: DialogRun, side: CallSide, integrations: IntegrationCall, *,
+                 hold_after_ms: int = HOLD_AFTER_MS) -> None:
+        self.run = run
+        self.side = side
+        self.integrations = integrations
+        self.hold_after_ms = hold_after_ms
+
+    async def drive(self) -> str:
+        """Run the flow to its end; the outcome (``booked``, ``escalated:caller_asked``, ``limit:turns``...)."""
+        return await self._perform(self.run.start())
+
+    async def stop_at_limit(self, kind: str) -> str:
+        """A limit the call side enforces (the call's maximum length) was reached: say and do what the flow
+        says for limits."""
+        return await self._perform(self.run.limit(kind))
+
+    async def _perform(self, actions: list[Action]) -> str:
+        while True:
+            following: list[Action] = []
+            for action in actions:
+                if isinstance(action, Say):
+                    await self.side.say(action.text, fixed=action.fixed)
+                elif isinstance(action, Listen):
+                    following = self._react(await self.side.listen(action))
+                elif isinstance(action, CallIntegration):
+                    following = await self._call(action)
+                elif isinstance(action, Escalate):
+                    self.side.escalated(action)
+                elif isinstance(action, Hangup):
+                    return action.outcome
+            if not following:
+                # A flow always ends with a hang-up; a list without one and without a next step is a bug.
+                outcome = self.run.outcome or "error:flow stalled"
+                log.error("flow %s stalled in state %s", self.run.flow.name, self.run.state)
+                return outcome
+            actions = following
+
+    def _react(self, heard: CallerInput) -> list[Action]:
+        if isinstance(heard, Utterance):
+            return self.run.heard(heard.text, heard.confidence, heard.loudness_db)
+        if isinstance(heard, Keys):
+            return self.run.keyed(heard.keys)
+        return self.run.silence()
+
+    async def _call(self, action: CallIntegration) -> list[Action]:
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + action.wait_ms / 1000
+        task = asyncio.ensure_future(self.integrations(action))
+        try:
+            done, _ = await asyncio.wait([task], timeout=min(self.hold_after_ms, action.wait_ms) / 1000)
+            if not done:
+                await self.side.say(self.run.flow.messages.hold, fixed=True)
+            async with asyncio.timeout_at(deadline):
+                answer = await task
+        except TimeoutError:
+            log.warning("flow %s: integration %s waited more than %d ms", self.run.flow.name, action.integration,
+                        action.wait_ms)
+            return self.run.limit("integration_wait")
+        except Exception as exc:  # an integration client must not end the call: a failed answer instead
+            log.warning("flow %s: integration %s failed: %s", self.run.flow.name, action.integration,
+                        type(exc).__name__)
+            answer = IntegrationAnswer(CallOutcome.FAILED, None, None, type(exc).__name__)
+        finally:
+            if not task.done():
+                task.cancel()
+        return self.run.answered(answer)
