@@ -46,6 +46,7 @@ _ORDINAL_WORDS = ({w: i + 1 for i, w in enumerate(("first", "second", "third", "
 _ORDINAL_NUMERAL = re.compile(r"^(\d{1,2})(st|nd|rd|th)$")
 _CLOCK = re.compile(r"^(\d{1,2})[:.](\d{2})(a\.?m\.?|p\.?m\.?)?$")
 _HOUR_MERIDIEM = re.compile(r"^(\d{1,2})(a\.?m\.?|p\.?m\.?)$")
+_RUN_TOGETHER = re.compile(r"^(\d{1,2})(\d{2})$")  # open recognition writes "9:30 a.m." as "930 am"
 _MONTH_SHORT = {name[:3]: index + 1 for index, name in enumerate(MONTHS)} | {"sept": 9}
 
 
@@ -183,14 +184,16 @@ def find_time(text: str) -> dt.time | None:
         word = words[i]
         used = 1
         value: dt.time | None = None
-        clock = _CLOCK.match(word)
+        together = _RUN_TOGETHER.match(word)
+        clock = _CLOCK.match(word) or (together if together and 1 <= int(together.group(1)) <= 12 else None)
         short = _HOUR_MERIDIEM.match(word)
         if word in ("noon", "midday"):
             value = dt.time(12, 0)
         elif word == "midnight":
             value = dt.time(0, 0)
         elif clock:
-            meridiem = ("am" if clock.group(3).startswith("a") else "pm") if clock.group(3) else _meridiem(words, i + 1)
+            suffix = clock.group(3) if clock.re is _CLOCK else None
+            meridiem = ("am" if suffix.startswith("a") else "pm") if suffix else _meridiem(words, i + 1)
             value = _hour_24(int(clock.group(1)), int(clock.group(2)), meridiem)
         elif short:
             value = _hour_24(int(short.group(1)), 0, "am" if short.group(2).startswith("a") else "pm")

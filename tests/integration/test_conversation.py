@@ -5,11 +5,9 @@ transcribing what it heard. Barge-in, isolation between simultaneous callers, an
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
-import pytest_asyncio
 from blockbuster import BlockingError, blockbuster_ctx
 
 from asterisk_agent.calls.session import CallState, Session
@@ -25,42 +23,15 @@ from asterisk_agent.demo import (
 )
 from asterisk_agent.media.frames import FRAME_SAMPLES
 from asterisk_agent.media.leg import MediaContext
-from asterisk_agent.media.pacer import PacingClock
-from asterisk_agent.media.transport import PortPool
-from asterisk_agent.pbx.carrier.callers import Carrier, SimulatedCaller, caller_voice
+from asterisk_agent.pbx.carrier.callers import Carrier, SimulatedCaller
 from asterisk_agent.speech.stt.grammars import Introduction, digits_in
-from asterisk_agent.speech.stt.whisper_engine import WhisperBatcher, WhisperOptions
+from asterisk_agent.speech.stt.whisper_engine import WhisperBatcher
 from asterisk_agent.speech.voice import Voice
 from asterisk_agent.worker import Worker
 from tests.support import speech_samples
 
 pytestmark = [pytest.mark.asterisk, pytest.mark.usefixtures("leak_audit")]
 
-
-
-@pytest_asyncio.fixture(loop_scope="session", scope="module")
-async def voices() -> AsyncIterator[Voice]:
-    voice = await caller_voice()
-    yield voice
-    voice.close()
-
-
-@pytest_asyncio.fixture(loop_scope="session", scope="module")
-async def ears(stt_cache: Path) -> AsyncIterator[WhisperBatcher]:
-    """The callers' own transcriber: what each heard, checked by content after the call."""
-    batcher = WhisperBatcher(WhisperOptions(cache_dir=str(stt_cache), cpu_threads=1))
-    await batcher.start()
-    yield batcher
-    await batcher.close()
-
-
-@pytest_asyncio.fixture(loop_scope="session")
-async def caller_media() -> AsyncIterator[MediaContext]:
-    clock = PacingClock()
-    clock.start()
-    yield MediaContext(pool=PortPool("127.0.0.1", 44000, 44199), clock=clock, app="carrier",
-                       advertised_address="127.0.0.1")
-    await clock.stop()
 
 
 async def speaking_worker(make_worker, stt_cache: Path, **speech: object) -> Worker:  # type: ignore[no-untyped-def]

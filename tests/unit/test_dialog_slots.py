@@ -70,12 +70,15 @@ def test_past_dates_for_when_something_happened(text: str, expected: dt.date) ->
     ("noon", dt.time(12, 0)),
     ("9 in the morning", dt.time(9, 0)),
     ("no, 11 a.m.", dt.time(11, 0)),
+    ("930 am please", dt.time(9, 30)),  # as open recognition wrote "9:30 a.m." on a real call
+    ("1030", dt.time(10, 30)),
+    ("at 230", dt.time(14, 30)),
 ])
 def test_times(text: str, expected: dt.time) -> None:
     assert find_time(text) == expected
 
 
-@pytest.mark.parametrize("text", ["I have three children", "Wednesday", "25:00"])
+@pytest.mark.parametrize("text", ["I have three children", "Wednesday", "25:00", "1290", "2026"])
 def test_no_time_where_none_was_said(text: str) -> None:
     assert find_time(text) is None
 

@@ -1,0 +1,136 @@
+"""The shipped flows on real calls: callers dial the pbx, key or say their answers, the worker runs the
+account's flow against the reference backends, and each caller checks by transcription what it heard; the
+backends show what was stored."""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+import pytest_asyncio
+
+from asterisk_agent.backends.runner import ReferenceBackends
+from asterisk_agent.calls.session import EndReason, Session
+from asterisk_agent.dialog.slots import spoken
+from asterisk_agent.media.frames import FRAME_SAMPLES
+from asterisk_agent.media.leg import MediaContext
+from asterisk_agent.pbx.carrier.callers import Carrier, SimulatedCaller
+from asterisk_agent.speech.stt.whisper_engine import WhisperBatcher
+from asterisk_agent.speech.voice import Voice
+from asterisk_agent.worker import Worker
+
+pytestmark = [pytest.mark.asterisk, pytest.mark.usefixtures("leak_audit")]
+
+QUIET_MS = 1200  # a reply is over when the caller has heard this much silence (pieces pause 200 ms)
+
+
+@pytest_asyncio.fixture(loop_scope="session")
+async def backends() -> AsyncIterator[ReferenceBackends]:
+    async with ReferenceBackends() as running:
+        yield running
+
+
+async def flow_worker(make_worker, stt_cache: Path, backends: ReferenceBackends,  # type: ignore[no-untyped-def]
+                      flow: str) -> Worker:
+    return await make_worker(
+        media={"enabled": True, "port_min": 45200, "port_max": 45399},
+        speech={"stt": {"whisper": {"cache_dir": str(stt_cache)}}},
+        accounts={flow: {"numbers": ["100"], "flow": flow}},
+        integrations={"scheduling": {"base_url": backends.urls["clinic"]},
+                      "banking": {"base_url": backends.urls["bank"]},
+                      "crm": {"base_url": backends.urls["insurance"]}},
+    )
+
+
+def session_of(worker: Worker, caller: SimulatedCaller) -> Session:
+    for session in [*worker.manager.sessions.values(), *worker.manager.finished]:
+        if session.caller.caller_number == caller.caller_number:
+            return session
+    raise AssertionError(f"no session for {caller.caller_number}")
+
+
+async def dial(carrier: Carrier, media: MediaContext, number: str) -> SimulatedCaller:
+    caller = await carrier.call("100", caller_number=number)
+    await caller.wait_answered()
+    await caller.attach_media(carrier, media)
+    return caller
+
+
+async def heard(ears: WhisperBatcher, caller: SimulatedCaller, since_frame: int, until_frame: int | None = None) -> str:
+    audio = caller.heard()[since_frame * FRAME_SAMPLES:None if until_frame is None else until_frame * FRAME_SAMPLES]
+    return (await ears.transcribe_8k(audio)).text
+
+
+async def test_bank_by_keys_on_a_real_call_tells_the_balance(
+    make_worker, stt_cache: Path, carrier: Carrier, caller_media: MediaContext, ears: WhisperBatcher,
+    backends: ReferenceBackends,
+) -> None:
+    worker = await flow_worker(make_worker, stt_cache, backends, "bank")
+    caller = await dial(carrier, caller_media, "15550301")
+    _, last = await caller.wait_reply(0, quiet_ms=QUIET_MS)  # welcome, and the account number question
+    await caller.send_digits("12345678")
+    _, last = await caller.wait_reply(last + 1, quiet_ms=QUIET_MS)  # the PIN question
+    await caller.send_digits("4321")
+    first, last = await caller.wait_reply(last + 1, quiet_ms=QUIET_MS)  # thank you, Alice Martin; the menu
+    greeting = await heard(ears, caller, first, last + 1)
+    assert "alice martin" in greeting.lower(), greeting
+    await caller.send_digits("1")
+    first, last = await caller.wait_reply(last + 1, quiet_ms=QUIET_MS)  # the balance, then "anything else?"
+    balance = await heard(ears, caller, first, last + 1)
+    assert "1520" in balance.replace(",", "") and "40" in balance, balance
+    session = session_of(worker, caller)
+    assert session.dialog is not None and session.dialog.state == "anything_else"
+    record = " ".join(f"{turn.text} {turn.value}" for turn in session.dialog.turns)
+    assert "12345678" not in record and "4321" not in record  # sensitive slots masked in the record
+    await caller.hangup()
+    await worker.manager.wait_idle()
+    assert session.end_reason is EndReason.CALLER_HANGUP
+
+
+async def test_clinic_booking_by_voice_on_a_real_call(
+    make_worker, stt_cache: Path, carrier: Carrier, caller_media: MediaContext, voices: Voice,
+    ears: WhisperBatcher, backends: ReferenceBackends,
+) -> None:
+    worker = await flow_worker(make_worker, stt_cache, backends, "clinic")
+    today = dt.date.today()
+    wednesday = today + dt.timedelta(days=(2 - today.weekday()) % 7 or 7)
+    first_free = backends.clinic.free_slots(wednesday)[0]
+    time_line = spoken(dt.time.fromisoformat(first_free))
+    caller = await dial(carrier, caller_media, "15550302")
+    await caller.wait_reply(0, quiet_ms=QUIET_MS)
+    for line in ("I would like to book an appointment.", "Wednesday, please.", f"{time_line}, please.",
+                 "My name is Dana Lee."):
+        _, said_last = await caller.speak(await voices.prompt(line))
+        first, _ = await caller.wait_reply(said_last + 1, quiet_ms=QUIET_MS)
+    await caller.wait_gone(timeout_s=20)  # the flow says goodbye and hangs up
+    await caller.release_media()
+    confirmation = await heard(ears, caller, first)
+    await worker.manager.wait_idle()
+    session = session_of(worker, caller)
+    assert session.dialog is not None and session.dialog.outcome == "booked", [(t.state, t.text, t.decision) for t in session.dialog.turns]
+    [appointment] = [a for a in backends.clinic.appointments.values() if a.date == wednesday]
+    assert appointment.time == first_free and "dana" in appointment.name.lower()
+    assert "booked" in confirmation.lower() and "wednesday" in confirmation.lower(), confirmation
+    assert session.end_reason is EndReason.COMPLETED
+
+
+async def test_a_caller_asking_for_a_person_is_escalated_and_told(
+    make_worker, stt_cache: Path, carrier: Carrier, caller_media: MediaContext, voices: Voice,
+    ears: WhisperBatcher, backends: ReferenceBackends,
+) -> None:
+    worker = await flow_worker(make_worker, stt_cache, backends, "insurance")
+    caller = await dial(carrier, caller_media, "15550303")
+    await caller.wait_reply(0, quiet_ms=QUIET_MS)
+    _, said_last = await caller.speak(await voices.prompt("Can I talk to a person, please?"))
+    await caller.wait_gone(timeout_s=20)
+    await caller.release_media()
+    told = await heard(ears, caller, said_last + 1)
+    await worker.manager.wait_idle()
+    session = session_of(worker, caller)
+    assert session.dialog is not None and session.dialog.escalation is not None
+    assert session.dialog.escalation.reason == "caller_asked"
+    assert session.end_reason is EndReason.ESCALATED
+    assert "someone who can help" in told.lower(), told
+    assert any(event.what == "escalation" for event in session.history)
