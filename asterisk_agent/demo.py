@@ -21,7 +21,10 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from asterisk_agent.ari.client import AriClient
+from asterisk_agent.backends.runner import ReferenceBackends
 from asterisk_agent.config import DEFAULT_NAMES, AccountConfig, AriConfig, MediaConfig, Settings, TimersConfig
+from asterisk_agent.demo_scenarios import DIGIT_WORDS, SCENARIO_DIDS, SCENARIOS
+from asterisk_agent.integrations.settings import EndpointSettings
 from asterisk_agent.media.frames import FRAME_MS, FRAME_SAMPLES
 from asterisk_agent.media.leg import MediaContext, Samples
 from asterisk_agent.media.pacer import PacingClock
@@ -37,7 +40,6 @@ from asterisk_agent.speech.voice import Voice
 from asterisk_agent.worker import Worker
 
 DEMO_DID = "100"
-DIGIT_WORDS = ("zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine")
 CALLER_PORTS = (46000, 46999)
 WORKER_PORTS = (47000, 47999)
 MAX_TRIES = 3
@@ -119,6 +121,14 @@ class CallResult:
     reply_ms: list[float] = field(default_factory=list)
     session_id: str | None = None
     error: str | None = None
+    scenario: str | None = None  # clinic, bank or insurance: a reference flow instead of an introduction
+    detail: str = ""  # for a scenario: what the backend stored for this caller
+    dialog: list[str] = field(default_factory=list)  # for a scenario: the flow's turns (state: text -> decision)
+
+
+def scenario_for(index: int) -> str | None:
+    """Every fourth caller introduces itself; the others call the clinic, the bank and the insurer in turn."""
+    return (None, "clinic", "bank", "insurance")[index % 4]
 
 
 def rephrased_line(name: str, number: str) -> str:
@@ -147,17 +157,29 @@ async def converse(caller: SimulatedCaller, lines: Sequence[Samples], ears: Whis
 
 
 async def _one_call(carrier: Carrier, media: MediaContext, ears: WhisperBatcher, hint: str, *, index: int,
-                    callers: int, lines: Sequence[Samples]) -> tuple[CallResult, SimulatedCaller | None]:
-    result = CallResult(index + 1, caller_name(index), caller_number(index))
+                    callers: int, lines: Sequence[Samples], voice: Voice,
+                    backends: ReferenceBackends) -> tuple[CallResult, SimulatedCaller | None]:
+    scenario = scenario_for(index)
+    result = CallResult(index + 1, caller_name(index), caller_number(index), scenario=scenario)
+    if scenario is not None:
+        result.name, result.number = scenario, "-"
     caller: SimulatedCaller | None = None
     try:
-        caller = await carrier.call(DEMO_DID, caller_number=f"1555{index:04d}")
+        did = SCENARIO_DIDS[scenario] if scenario is not None else DEMO_DID
+        caller = await carrier.call(did, caller_number=f"1555{index:04d}")
         await caller.wait_answered(timeout_s=20)
         result.answered = True
         result.setup_ms = caller.setup_ms
         await caller.attach_media(carrier, media)
-        await converse(caller, lines, ears, hint, barge_in=index % 4 == 3, result=result)
-        numbers = [caller_number(i) for i in range(callers)]
+        if scenario is not None:
+            outcome = await SCENARIOS[scenario](caller, voice, ears, backends, index // 4)
+            result.tries = 1
+            result.heard_text, result.detail = outcome.heard, outcome.detail
+            result.voice_to_voice_ms = outcome.voice_to_voice_ms
+            result.heard_correctly = outcome.verified
+            return result, caller
+        await converse(caller, lines, ears, hint, barge_in=index % 8 == 4, result=result)
+        numbers = [caller_number(i) for i in range(callers) if scenario_for(i) is None]
         result.heard_correctly = heard_own(result.heard_text, result.name, result.number, numbers)
     except Exception as exc:  # one failed call must not stop the others
         result.error = f"{type(exc).__name__}: {exc}"
@@ -167,19 +189,29 @@ async def _one_call(carrier: Carrier, media: MediaContext, ears: WhisperBatcher,
     return result, caller
 
 
-def demo_settings(bed: TestBed) -> Settings:
+def demo_settings(bed: TestBed, backends: ReferenceBackends) -> Settings:
     creds = bed.pbx.credentials
     return Settings(
         instance_id="demo",
         ari=AriConfig(url=bed.pbx.ari_url, username=creds.ari_user, password=creds.ari_password),
         media=MediaConfig(enabled=True, port_min=WORKER_PORTS[0], port_max=WORKER_PORTS[1]),
         timers=TimersConfig(call_max_ms=180_000, digit_timeout_ms=3000),
-        accounts={"demo": AccountConfig(numbers=[DEMO_DID], greeting="hello-world")},
+        accounts={"demo": AccountConfig(numbers=[DEMO_DID], greeting="hello-world"),
+                  **{name: AccountConfig(numbers=[did], flow=name) for name, did in SCENARIO_DIDS.items()}},
+        integrations={"scheduling": EndpointSettings(base_url=backends.urls["clinic"]),
+                      "banking": EndpointSettings(base_url=backends.urls["bank"]),
+                      "crm": EndpointSettings(base_url=backends.urls["insurance"])},
     )
 
 
 async def _demo(bed: TestBed, calls: int) -> tuple[list[CallResult], list[str], float]:
-    worker = Worker(demo_settings(bed))
+    async with ReferenceBackends() as backends:
+        return await _demo_with(bed, calls, backends)
+
+
+async def _demo_with(bed: TestBed, calls: int, backends: ReferenceBackends) -> tuple[list[CallResult], list[str],
+                                                                                  float]:
+    worker = Worker(demo_settings(bed, backends))
     await worker.start()
     await worker.wait_connected()
     voice: Voice = await caller_voice(workers=2)
@@ -194,15 +226,15 @@ async def _demo(bed: TestBed, calls: int) -> tuple[list[CallResult], list[str], 
     try:
         lines = [[await voice.prompt(text(caller_name(i), caller_number(i))) for text in (introduction_line,
                                                                                         rephrased_line)]
-                 for i in range(calls)]
+                 if scenario_for(i) is None else [] for i in range(calls)]
         async with AriClient(bed.carrier.ari_url, carrier_creds.ari_user, carrier_creds.ari_password) as carrier_ari:
             carrier = Carrier(carrier_ari)
             await carrier.start()
             started = time.monotonic()
             try:
                 done = await asyncio.gather(
-                    *(_one_call(carrier, media, ears, hint, index=i, callers=calls,
-                                lines=lines[i]) for i in range(calls))
+                    *(_one_call(carrier, media, ears, hint, index=i, callers=calls, lines=lines[i], voice=voice,
+                                backends=backends) for i in range(calls))
                 )
             finally:
                 elapsed = time.monotonic() - started
@@ -218,15 +250,21 @@ async def _demo(bed: TestBed, calls: int) -> tuple[list[CallResult], list[str], 
         await ears.close()
         voice.close()
     results = [result for result, _ in done]
-    numbers = {r.number for r in results}
+    numbers = {r.number for r in results if r.scenario is None}
     for result, caller in done:
-        others = {n for n in numbers if n != result.number and n in digits_in(result.heard_text)}
-        result.heard_other_caller = bool(others)
+        if result.scenario is None:
+            others = {n for n in numbers if n != result.number and n in digits_in(result.heard_text)}
+            result.heard_other_caller = bool(others)
         session = sessions.get(caller.caller_number) if caller is not None else None
         if session is not None:
             result.session_id = session.id
             result.barge_ins = len(session.barge_ins)
             answers = [turn for turn in session.transcript if turn.speaker == "agent"]
+            if session.dialog is not None and session.dialog.outcome:
+                result.detail += f"; outcome {session.dialog.outcome}"
+            if session.dialog is not None:
+                result.dialog = [f"{t.state}: {t.text} -> {t.decision} {t.value or ''}".strip()
+                                 for t in session.dialog.turns]
             result.recognize_ms = [t.recognize_ms for t in answers if t.recognize_ms is not None]
             result.reply_ms = [t.reply_ms for t in answers if t.reply_ms is not None]
     return results, leaks, elapsed
@@ -255,13 +293,13 @@ def run_demo(*, calls: int, json_path: str, dialplan: Path) -> int:
         bed.stop()
     version = asterisk_version(home)
     print(f"asterisk-agent demo: {calls} simultaneous spoken calls into {version}")
-    print(f"{'call':>4}  {'name':<8} {'number':>6}  {'tries':>5}  {'barge':>5}  {'v2v ms':>7}  {'session':<12}  "
+    print(f"{'call':>4}  {'name':<9} {'number':>6}  {'tries':>5}  {'barge':>5}  {'v2v ms':>7}  {'session':<12}  "
           "heard / result")
     for r in results:
         status = "ok" if r.heard_correctly and not r.heard_other_caller else f"FAILED: {r.error or 'wrong content'}"
         v2v = f"{r.voice_to_voice_ms[-1]:7.0f}" if r.voice_to_voice_ms else "      -"
-        print(f"{r.call:>4}  {r.name:<8} {r.number:>6}  {r.tries:>5}  {r.barge_ins:>5}  {v2v}  "
-              f"{(r.session_id or '-')[:12]:<12}  {r.heard_text!r} {status}")
+        print(f"{r.call:>4}  {r.name:<9} {r.number:>6}  {r.tries:>5}  {r.barge_ins:>5}  {v2v}  "
+              f"{(r.session_id or '-')[:12]:<12}  {r.heard_text!r} {status}{' (' + r.detail + ')' if r.detail else ''}")
     answered = sum(r.answered for r in results)
     correct = sum(r.heard_correctly and not r.heard_other_caller for r in results)
     latencies = [ms for r in results for ms in r.voice_to_voice_ms]
@@ -270,7 +308,9 @@ def run_demo(*, calls: int, json_path: str, dialplan: Path) -> int:
     errors = [f"call {r.call}: {r.error}" for r in results if r.error]
     errors += [f"call {r.call}: heard another caller's number" for r in results if r.heard_other_caller]
     errors += [f"call {r.call}: did not hear its own name and number" for r in results
-               if not r.error and not r.heard_correctly]
+               if not r.error and not r.heard_correctly and r.scenario is None]
+    errors += [f"call {r.call}: {r.scenario} not verified: {r.detail}" for r in results
+               if not r.error and not r.heard_correctly and r.scenario is not None]
     errors += [f"leak: {leak}" for leak in leaks]
     if distinct_sessions != answered:
         errors.append(f"{answered} answered calls but {distinct_sessions} distinct sessions")

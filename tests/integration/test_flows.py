@@ -13,7 +13,7 @@ import pytest_asyncio
 
 from asterisk_agent.backends.runner import ReferenceBackends
 from asterisk_agent.calls.session import EndReason, Session
-from asterisk_agent.dialog.slots import spoken
+from asterisk_agent.demo_scenarios import said_time
 from asterisk_agent.media.frames import FRAME_SAMPLES
 from asterisk_agent.media.leg import MediaContext
 from asterisk_agent.pbx.carrier.callers import Carrier, SimulatedCaller
@@ -97,7 +97,7 @@ async def test_clinic_booking_by_voice_on_a_real_call(
     today = dt.date.today()
     wednesday = today + dt.timedelta(days=(2 - today.weekday()) % 7 or 7)
     first_free = backends.clinic.free_slots(wednesday)[0]
-    time_line = spoken(dt.time.fromisoformat(first_free))
+    time_line = f"At {said_time(first_free)}"
     caller = await dial(carrier, caller_media, "15550302")
     await caller.wait_reply(0, quiet_ms=QUIET_MS)
     for line in ("I would like to book an appointment.", "Wednesday, please.", f"{time_line}, please.",
@@ -109,7 +109,8 @@ async def test_clinic_booking_by_voice_on_a_real_call(
     confirmation = await heard(ears, caller, first)
     await worker.manager.wait_idle()
     session = session_of(worker, caller)
-    assert session.dialog is not None and session.dialog.outcome == "booked", [(t.state, t.text, t.decision) for t in session.dialog.turns]
+    assert session.dialog is not None
+    assert session.dialog.outcome == "booked", [(t.state, t.text, t.decision) for t in session.dialog.turns]
     [appointment] = [a for a in backends.clinic.appointments.values() if a.date == wednesday]
     assert appointment.time == first_free and "dana" in appointment.name.lower()
     assert "booked" in confirmation.lower() and "wednesday" in confirmation.lower(), confirmation

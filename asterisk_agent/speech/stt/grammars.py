@@ -376,7 +376,9 @@ def dates_and_times(name: str = "dates_and_times") -> Grammar:
         "meridiem": "a.m. | p.m. | in the morning | in the afternoon | in the evening",
     }
     examples = ("tomorrow at three p.m.", "monday", "the fifth of june", "ten thirty", "half past two")
-    return _build(name, rules, examples, _parse_date_time)
+    # Open recognition's hint: the day names (a pitched "Tuesday" alone was written "first date").
+    hint = "Monday, Tuesday, Wednesday, Thursday, Friday, Saturday, Sunday, today, tomorrow, at ten thirty."
+    return replace(_build(name, rules, examples, _parse_date_time), hint=hint)
 
 
 def _parse_date_time(words: Sequence[str]) -> DateTimeValue | None:
