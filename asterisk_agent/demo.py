@@ -1,11 +1,12 @@
 """``asterisk-agent demo``: the private pbx and carrier, the worker with speech on, and N simultaneous real SIP
 calls that talk.
 
-Each simulated caller dials in, listens to the greeting, says its own name and number (piper, pitched up, through
-the real phone path), and listens to the answer; every fourth caller talks over the greeting (barge-in). A caller
-that hears "sorry" says it again (at most three times). After the calls, each caller's audio is transcribed and
-checked: it heard its own name and number, and no other caller's. Prints a table and a summary, writes JSON,
-exits non-zero on any failure.
+Every fourth simulated caller dials in, listens to the greeting, says its own name and number (piper, pitched up,
+through the real phone path), and listens to the answer; every second of those talks over the greeting
+(barge-in), and one that hears "sorry" says it again (at most three times). The others run the clinic, bank and
+insurance flows against the reference backends (``demo_scenarios``). After the calls, each caller's audio is
+transcribed and checked: its own name and number and no other caller's, or its own booking, balance or claim,
+which the backend must hold. Prints a table and a summary, writes JSON, exits non-zero on any failure.
 """
 
 from __future__ import annotations
