@@ -179,6 +179,11 @@ DEFAULT_NAMES = (
 _PERSON_NAME = re.compile(r"^[A-Za-z][A-Za-z' ]{0,63}$")
 
 
+class LanguageModelConfig(_Strict):
+    endpoint: str  # an endpoint under `integrations:` serving /v1/chat/completions
+    model: str = "default"
+
+
 class AccountConfig(_Strict):
     numbers: list[str] = Field(min_length=1)
     greeting: str = Field(default="hello-world", pattern=r"^[A-Za-z0-9_/-]+$")
@@ -191,6 +196,9 @@ class AccountConfig(_Strict):
     flow: str | None = None
     # The flow's integration names -> endpoints under `integrations:` (a name left out maps to the same name).
     integrations: dict[str, str] = Field(default_factory=dict)
+    # An OpenAI-compatible chat model that reads slot values the flow's readers cannot; never sent sensitive
+    # slots. None: no model.
+    language_model: LanguageModelConfig | None = None
 
     def endpoint_for(self, integration: str) -> str:
         return self.integrations.get(integration, integration)
@@ -254,6 +262,9 @@ class Settings(BaseSettings):
     def _flows(self) -> Settings:
         problems = []
         for name, account in self.accounts.items():
+            if account.language_model is not None and account.language_model.endpoint not in self.integrations:
+                problems.append(f"accounts.{name}.language_model.endpoint: no endpoint "
+                                f"{account.language_model.endpoint!r} is configured under integrations")
             if account.flow is None:
                 continue
             try:

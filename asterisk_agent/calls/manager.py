@@ -26,6 +26,7 @@ from asterisk_agent.config import Settings, load_account_flow
 from asterisk_agent.dialog.driver import FlowSetup
 from asterisk_agent.dialog.engine import CallIntegration, IntegrationAnswer
 from asterisk_agent.dialog.integration import integration_call
+from asterisk_agent.dialog.language_model import language_model_filler
 from asterisk_agent.integrations.client import IntegrationClient
 from asterisk_agent.media.leg import MediaContext
 from asterisk_agent.media.pacer import PacingClock
@@ -82,7 +83,10 @@ class CallManager:
             if account.flow is not None:
                 flow = load_account_flow(account.flow)
                 call = integration_call(self.integrations, account.integrations) if self.integrations else _no_backend
-                self.flows[name] = FlowSetup.of(flow, call)
+                model = account.language_model
+                filler = (language_model_filler(self.integrations, model.endpoint, model.model)
+                          if model is not None and self.integrations is not None else None)
+                self.flows[name] = FlowSetup.of(flow, call, filler)
         if settings.media.enabled:
             conf = settings.media
             self.media = MediaContext(

@@ -565,9 +565,10 @@ class Session:
     async def _run_flow(self, setup: FlowSetup) -> None:
         """The account's flow from its first prompt to its end; the call ends after it."""
         run = DialogRun(setup.flow, setup.scorer, today=dt.date.today(), run_id=self.id,
-                        variables={"did": self.did, "caller": self.caller.caller_number, "account": self.account})
+                        variables={"did": self.did, "caller": self.caller.caller_number, "account": self.account},
+                        language_model=setup.filler is not None)
         self.dialog = run
-        driver = DialogDriver(run, _SessionSide(self), setup.integrations)
+        driver = DialogDriver(run, _SessionSide(self), setup.integrations, filler=setup.filler)
         self.note("flow", setup.flow.name)
         try:
             async with asyncio.timeout(setup.flow.limits.call_max_ms / 1000):

@@ -18,6 +18,7 @@ from asterisk_agent.dialog.engine import (
     CallOutcome,
     DialogRun,
     Escalate,
+    FillSlot,
     Hangup,
     IntegrationAnswer,
     Listen,
@@ -50,6 +51,8 @@ class Silence:
 
 CallerInput = Utterance | Keys | Silence
 IntegrationCall = Callable[[CallIntegration], Awaitable[IntegrationAnswer]]
+SlotFiller = Callable[[FillSlot], Awaitable[str | None]]
+FILL_WAIT_MS = 3000  # the most a caller waits for the language model's reading
 
 
 @dataclass(frozen=True)
@@ -60,10 +63,12 @@ class FlowSetup:
     flow: Flow
     scorer: IntentScorer
     integrations: IntegrationCall
+    filler: SlotFiller | None = None  # a language model that reads slots the readers cannot
 
     @classmethod
-    def of(cls, flow: Flow, integrations: IntegrationCall) -> FlowSetup:
-        return cls(flow, IntentScorer({name: intent.examples for name, intent in flow.intents.items()}), integrations)
+    def of(cls, flow: Flow, integrations: IntegrationCall, filler: SlotFiller | None = None) -> FlowSetup:
+        scorer = IntentScorer({name: intent.examples for name, intent in flow.intents.items()})
+        return cls(flow, scorer, integrations, filler)
 
 
 class CallSide(Protocol):
@@ -80,11 +85,14 @@ class CallSide(Protocol):
 
 class DialogDriver:
     def __init__(self, run: DialogRun, side: CallSide, integrations: IntegrationCall, *,
-                 hold_after_ms: int = HOLD_AFTER_MS) -> None:
+                 hold_after_ms: int = HOLD_AFTER_MS, filler: SlotFiller | None = None,
+                 fill_wait_ms: int = FILL_WAIT_MS) -> None:
         self.run = run
         self.side = side
         self.integrations = integrations
         self.hold_after_ms = hold_after_ms
+        self.filler = filler
+        self.fill_wait_ms = fill_wait_ms
 
     async def drive(self) -> str:
         """Run the flow to its end; the outcome (``booked``, ``escalated:caller_asked``, ``limit:turns``...)."""
@@ -105,6 +113,8 @@ class DialogDriver:
                     following = self._react(await self.side.listen(action))
                 elif isinstance(action, CallIntegration):
                     following = await self._call(action)
+                elif isinstance(action, FillSlot):
+                    following = self.run.filled(await self._fill(action))
                 elif isinstance(action, Escalate):
                     self.side.escalated(action)
                 elif isinstance(action, Hangup):
@@ -122,6 +132,18 @@ class DialogDriver:
         if isinstance(heard, Keys):
             return self.run.keyed(heard.keys)
         return self.run.silence()
+
+    async def _fill(self, action: FillSlot) -> str | None:
+        if self.filler is None:
+            return None
+        try:
+            async with asyncio.timeout(self.fill_wait_ms / 1000):
+                return await self.filler(action)
+        except TimeoutError:
+            log.warning("flow %s: the language model took more than %d ms", self.run.flow.name, self.fill_wait_ms)
+        except Exception as exc:  # the model is an aid: without it the caller is asked again
+            log.warning("flow %s: the language model failed: %s", self.run.flow.name, type(exc).__name__)
+        return None
 
     async def _call(self, action: CallIntegration) -> list[Action]:
         loop = asyncio.get_running_loop()

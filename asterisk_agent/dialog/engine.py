@@ -53,6 +53,19 @@ class CallIntegration:
 
 
 @dataclass(frozen=True)
+class FillSlot:
+    """Ask the language model to read a slot's value from words the slot's own reader could not; its answer
+    comes back through :meth:`DialogRun.filled` and is read by the same reader (the model never sets a value
+    the flow would not accept from the caller)."""
+
+    state: str
+    slot: str
+    slot_type: str
+    text: str
+    choices: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
 class Escalate:
     reason: str  # caller_asked, low_confidence, sensitive_topic, frustration, flow, limit
     detail: str
@@ -63,7 +76,9 @@ class Hangup:
     outcome: str
 
 
-Action = Say | Listen | CallIntegration | Escalate | Hangup
+Action = Say | Listen | CallIntegration | FillSlot | Escalate | Hangup
+
+LLM_SCORE = 0.8  # how sure a value read by the language model is (so an unsure recognition is read back)
 
 
 class CallOutcome(Enum):
@@ -97,6 +112,7 @@ class DialogTurn:
     slot: str | None = None
     value: str | None = None  # as spoken back, masked when sensitive
     decision: str = ""  # accepted, confirm, confirmed, corrected, reprompt, escalated, ...
+    language_model: bool = False  # the slot was read by the language model
 
 
 @dataclass
@@ -136,7 +152,7 @@ class DialogRun:
     and saved integration answers join them as the call goes on."""
 
     def __init__(self, flow: Flow, scorer: IntentScorer, *, today: dt.date, run_id: str,
-                 variables: dict[str, Any] | None = None) -> None:
+                 variables: dict[str, Any] | None = None, language_model: bool = False) -> None:
         self.flow = flow
         self.scorer = scorer
         self.today = today
@@ -154,6 +170,8 @@ class DialogRun:
         self._entries: dict[str, int] = {}
         self._input_turns = 0
         self.sensitive = frozenset(name for name, slot in flow.slots.items() if slot.sensitive)
+        self.language_model = language_model  # a model may read slots the readers cannot
+        self._filling: tuple[DialogTurn, float] | None = None  # the turn waiting for the model's reading
 
     @property
     def finished(self) -> bool:
@@ -225,6 +243,21 @@ class DialogRun:
             if match is not None:
                 return self._accept(state, slot, match.value, turn, confidence=1.0)
         return self._miss(turn, "keys not understood")
+
+    def filled(self, answer: str | None) -> list[Action]:
+        """The language model's reading of the slot (``None``: it had none, or failed, or was too slow)."""
+        if self.finished or self._filling is None:
+            return []
+        turn, recognition = self._filling
+        self._filling = None
+        state = self._current()
+        assert state.slot is not None
+        slot = self.flow.slots[state.slot]
+        match = extract(slot, answer, self.today) if answer else None
+        if match is None:
+            return self._miss(turn, "no match (language model too)" if answer is not None else "no match")
+        turn.language_model = True
+        return self._judge(state, slot, SlotMatch(match.value, LLM_SCORE), turn, recognition)
 
     def silence(self) -> list[Action]:
         """The caller said nothing for the state's silence limit."""
@@ -313,6 +346,12 @@ class DialogRun:
             match = extract(slot, text, self.today)
             if match is not None:
                 return self._judge(state, slot, match, turn, recognition)
+            # Never a sensitive slot: a PIN or an account number does not leave the worker.
+            if (self.language_model and slot.type != "free_text" and not slot.sensitive and not state.intents
+                    and text.strip()):
+                self._filling = (turn, recognition)
+                choices = tuple(slot.choices) if slot.type in ("name", "choice") else ()
+                return [FillSlot(self.state, state.slot, slot.type, text, choices)]
         if state.intents:
             best = self.scorer.best(text, among=state.intents)
             if best is not None:

@@ -47,6 +47,7 @@ _ORDINAL_NUMERAL = re.compile(r"^(\d{1,2})(st|nd|rd|th)$")
 _CLOCK = re.compile(r"^(\d{1,2})[:.](\d{2})(a\.?m\.?|p\.?m\.?)?$")
 _HOUR_MERIDIEM = re.compile(r"^(\d{1,2})(a\.?m\.?|p\.?m\.?)$")
 _RUN_TOGETHER = re.compile(r"^(\d{1,2})(\d{2})$")  # open recognition writes "9:30 a.m." as "930 am"
+_ISO_DATE = re.compile(r"^\d{4}-\d{2}-\d{2}$")
 _MONTH_SHORT = {name[:3]: index + 1 for index, name in enumerate(MONTHS)} | {"sept": 9}
 
 
@@ -99,7 +100,12 @@ def find_date(text: str, today: dt.date, past: bool = False) -> dt.date | None:
         word = words[i]
         used = 1
         value: dt.date | None = None
-        if word == "today":
+        if _ISO_DATE.match(word):  # as a language model or a keyed form writes it
+            try:
+                value = dt.date.fromisoformat(word)
+            except ValueError:
+                value = None
+        elif word == "today":
             value = today
         elif word == "tomorrow" and not past:
             value = today + dt.timedelta(days=2 if words[max(0, i - 2):i] == ["day", "after"] else 1)
