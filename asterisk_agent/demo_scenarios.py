@@ -113,7 +113,7 @@ async def clinic(caller: SimulatedCaller, voice: Voice, ears: WhisperBatcher, ba
     booked = [a for a in backends.clinic.appointments.values() if a.date == day and a.time == slot]
     # The booking is this caller's by its day and time (no other caller asks for them); the name is reported
     # as the agent understood it.
-    verified = bool(booked) and "book" in heard.lower() and day_name.lower() in heard.lower()
+    verified = bool(booked) and "appointment" in heard.lower() and day_name.lower() in heard.lower()
     detail = (f"booked {day.isoformat()} {slot} for {booked[0].name!r} (said {patient!r})" if booked
               else f"no appointment stored for {day.isoformat()} {slot}")
     return ScenarioOutcome(verified, detail, heard, talk.latencies)

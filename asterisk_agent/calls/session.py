@@ -50,7 +50,7 @@ from asterisk_agent.media.leg import MediaContext, MediaLeg, Samples
 from asterisk_agent.speech.endpointer import BargeIn, SpeechDiscarded, SpeechEnded, SpeechPaused, SpeechStarted
 from asterisk_agent.speech.recognition import UtteranceRecognition
 from asterisk_agent.speech.stt.base import Recognition
-from asterisk_agent.speech.stt.grammars import GrammarSpec, Introduction
+from asterisk_agent.speech.stt.grammars import DATES_HINT, GrammarSpec, Introduction
 from asterisk_agent.speech.voice import Voice
 
 log = logging.getLogger(__name__)
@@ -135,6 +135,8 @@ def fixed_replies(names: list[str]) -> list[str]:
 def grammar_for(listen: Listen) -> GrammarSpec | None:
     """The grammar a state's expected answer has where one exists (a grammar engine decodes with it; open
     recognition takes its hint); ``None`` for open answers and intents."""
+    if listen.confirming:  # yes or no; open recognition also hears a corrected day or time ("No, Wednesday")
+        return GrammarSpec("yes_no", ("yes_no", DATES_HINT if listen.slot_type in ("date", "time") else ""))
     if listen.slot_type == "yes_no":
         return GrammarSpec("yes_no")
     if listen.slot_type in ("date", "time"):

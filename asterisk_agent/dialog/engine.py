@@ -37,6 +37,7 @@ class Listen:
     choices: tuple[str, ...] = ()
     keys_max: int = 1  # keys to collect before "#" (a slot's digits; 1 for menus and yes/no)
     silence_ms: int = 8000
+    confirming: bool = False  # a read-back of ``slot_type``: yes, no, or a correction
 
 
 @dataclass(frozen=True)
@@ -407,7 +408,10 @@ class DialogRun:
         self._pending = None
         if correction is not None:  # "no, Wednesday": take the new value, and read it back if unsure
             turn.decision = "corrected"
-            return self._judge(state, slot, correction, turn, recognition)
+            actions = self._judge(state, slot, correction, turn, recognition)
+            if turn.decision != "corrected":
+                turn.decision = f"corrected, {turn.decision}"  # e.g. read back again: "corrected, confirm"
+            return actions
         if yes:
             turn.decision = "confirmed"
             return self._accept(state, slot, pending.value, turn, turn.confidence or 1.0)
@@ -456,7 +460,9 @@ class DialogRun:
     def _listen(self, state: StateDef, *, confirming: bool = False) -> Listen:
         slot = self.flow.slots.get(state.slot) if state.slot else None
         if confirming:
-            return Listen(self.state, "yes_no", keys_max=1, silence_ms=self.flow.limits.silence_ms)
+            pending = self.flow.slots[self._pending.slot] if self._pending is not None else slot
+            return Listen(self.state, pending.type if pending is not None else "yes_no", keys_max=1,
+                          silence_ms=self.flow.limits.silence_ms, confirming=True)
         if slot is None:
             return Listen(self.state, None, tuple(state.intents), keys_max=1, silence_ms=self.flow.limits.silence_ms)
         choices = tuple(slot.choices) if slot.type in ("name", "choice") else ()

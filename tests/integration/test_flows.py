@@ -10,10 +10,12 @@ from pathlib import Path
 
 import pytest
 import pytest_asyncio
+import yaml
 
 from asterisk_agent.backends.runner import ReferenceBackends
 from asterisk_agent.calls.session import EndReason, Session
 from asterisk_agent.demo_scenarios import said_time
+from asterisk_agent.dialog.flow import shipped_flow
 from asterisk_agent.media.frames import FRAME_SAMPLES
 from asterisk_agent.media.leg import MediaContext
 from asterisk_agent.pbx.carrier.callers import Carrier, SimulatedCaller
@@ -113,7 +115,7 @@ async def test_clinic_booking_by_voice_on_a_real_call(
     assert session.dialog.outcome == "booked", [(t.state, t.text, t.decision) for t in session.dialog.turns]
     [appointment] = [a for a in backends.clinic.appointments.values() if a.date == wednesday]
     assert appointment.time == first_free and "dana" in appointment.name.lower()
-    assert "booked" in confirmation.lower() and "wednesday" in confirmation.lower(), confirmation
+    assert "appointment" in confirmation.lower() and "wednesday" in confirmation.lower(), confirmation
     assert session.end_reason is EndReason.COMPLETED
 
 
@@ -135,3 +137,68 @@ async def test_a_caller_asking_for_a_person_is_escalated_and_told(
     assert session.end_reason is EndReason.ESCALATED
     assert "someone who can help" in told.lower(), told
     assert any(event.what == "escalation" for event in session.history)
+
+
+async def test_a_correction_on_a_real_call_then_low_confidence_escalates(
+    make_worker, stt_cache: Path, carrier: Carrier, caller_media: MediaContext, voices: Voice,
+    backends: ReferenceBackends, tmp_path: Path,
+) -> None:
+    """The clinic flow set to read back every answer and to give up after one re-prompt: the caller corrects a
+    day in one go ("No, Wednesday."), confirms, then cannot name a time: the call is escalated for low
+    confidence."""
+    flow = shipped_flow("clinic").model_dump(by_alias=True, exclude_defaults=False)
+    flow["thresholds"] = {"confirm": 1.0, "reprompt": 0.3, "reprompts": 1}
+    path = tmp_path / "clinic_confirming.yaml"
+    path.write_text(yaml.safe_dump(flow))
+    worker = await make_worker(
+        media={"enabled": True, "port_min": 45200, "port_max": 45399},
+        speech={"stt": {"whisper": {"cache_dir": str(stt_cache)}}},
+        accounts={"clinic": {"numbers": ["100"], "flow": str(path)}},
+        integrations={"scheduling": {"base_url": backends.urls["clinic"]}},
+    )
+    caller = await dial(carrier, caller_media, "15550304")
+    await caller.wait_reply(0, quiet_ms=QUIET_MS)
+    for line in ("I would like to book an appointment.", "On Tuesday, please.", "No, on Wednesday.",
+                 "Yes, that's right.", "Hmm, I am not sure.", "I really don't know."):
+        _, said_last = await caller.speak(await voices.prompt(line))
+        if line.startswith("I really"):
+            break
+        await caller.wait_reply(said_last + 1, quiet_ms=QUIET_MS)
+    await caller.wait_gone(timeout_s=30)
+    await caller.release_media()
+    await worker.manager.wait_idle()
+    session = session_of(worker, caller)
+    assert session.dialog is not None
+    decisions = [(turn.state, turn.decision) for turn in session.dialog.turns]
+    texts = [turn.text for turn in session.dialog.turns]
+    assert ("ask_date", "confirm") in decisions and ("ask_date", "corrected, confirm") in decisions, (decisions,
+                                                                                                     texts)
+    assert ("ask_date", "confirmed") in decisions, decisions
+    assert session.dialog.values["date"].weekday() == 2  # Wednesday, as corrected
+    assert session.dialog.escalation is not None and session.dialog.escalation.reason == "low_confidence"
+    assert session.end_reason is EndReason.ESCALATED
+
+
+async def test_the_flows_call_limit_ends_a_silent_call_with_its_reason(
+    make_worker, stt_cache: Path, carrier: Carrier, caller_media: MediaContext, backends: ReferenceBackends,
+    tmp_path: Path,
+) -> None:
+    flow = shipped_flow("insurance").model_dump(by_alias=True)
+    flow["limits"] = {**flow["limits"], "call_max_ms": 4000, "silence_ms": 60_000, "on_limit": "goodbye"}
+    path = tmp_path / "insurance_short.yaml"
+    path.write_text(yaml.safe_dump(flow))
+    worker = await make_worker(
+        media={"enabled": True, "port_min": 45200, "port_max": 45399},
+        speech={"stt": {"whisper": {"cache_dir": str(stt_cache)}}},
+        accounts={"insurance": {"numbers": ["100"], "flow": str(path)}},
+        integrations={"crm": {"base_url": backends.urls["insurance"]}},
+    )
+    caller = await dial(carrier, caller_media, "15550305")
+    await caller.wait_gone(timeout_s=30)  # the caller never says anything
+    await caller.release_media()
+    await worker.manager.wait_idle()
+    session = session_of(worker, caller)
+    assert session.dialog is not None and session.dialog.outcome == "limit:call_max"
+    assert ("limit", "call_max") in [(event.kind, event.reason) for event in session.dialog.events]
+    assert session.end_reason is EndReason.COMPLETED
+    assert any(turn.text.startswith("I am sorry, we have to end this call") for turn in session.transcript)

@@ -59,7 +59,7 @@ def test_clinic_happy_path_books_the_day_and_time_said() -> None:
     assert book.body == {"date": "2026-12-02", "time": "10:30", "name": "Dana Lee", "phone": "5550100"}
     assert book.idempotency_key == "call-1-book-1"
     actions = dialog.answered(IntegrationAnswer(CallOutcome.OK, 201, {"id": "A-000007"}))
-    assert "booked on Wednesday, December 2 at 10:30 a.m." in said(actions)
+    assert "Your appointment is on Wednesday, December 2 at 10:30 a.m." in said(actions)
     assert only(actions, Hangup).outcome == "booked"  # type: ignore[attr-defined]
     assert dialog.outcome == "booked"
     assert [turn.decision for turn in dialog.turns] == ["accepted"] * 4
@@ -71,7 +71,8 @@ def test_an_unsure_answer_is_read_back_and_a_correction_taken() -> None:
     dialog.heard("book an appointment", SURE)
     actions = dialog.heard("Tuesday", UNSURE)
     assert said(actions) == "That is Tuesday, December 1. Is that right?"
-    assert only(actions, Listen).slot_type == "yes_no"  # type: ignore[attr-defined]
+    listen = only(actions, Listen)
+    assert isinstance(listen, Listen) and listen.confirming and listen.slot_type == "date"
     call = only(dialog.heard("No, Wednesday.", SURE), CallIntegration)
     assert call.params == {"date": "2026-12-02"}  # type: ignore[attr-defined]
     assert [turn.decision for turn in dialog.turns][-2:] == ["confirm", "corrected"]

@@ -100,7 +100,7 @@ async def test_clinic_books_the_day_and_the_offered_time(backends: ReferenceBack
     assert appointment.date == dt.date(2026, 12, 2)
     assert appointment.name == "Dana Lee"
     assert f"at {appointment.time}" not in caller.transcript  # read as the caller hears it, not HH:MM
-    assert "You are booked on Wednesday, December 2" in caller.transcript
+    assert "Your appointment is on Wednesday, December 2" in caller.transcript
 
 
 async def test_clinic_a_full_day_offers_the_waiting_list(backends: ReferenceBackends) -> None:

@@ -270,9 +270,10 @@ NO_PHRASES = ("no", "nope", "nah", "no thanks", "no thank you", "not really", "i
               "that's wrong", "that is wrong", "no it isn't", "no it is not")
 
 
-def yes_no(name: str = "yes_no") -> Grammar:
-    """Yes or no in their common forms -> ``True`` / ``False``."""
-    return _phrase_table(name, _table_from(name, {True: YES_PHRASES, False: NO_PHRASES}))
+def yes_no(name: str = "yes_no", hint: str = "") -> Grammar:
+    """Yes or no in their common forms -> ``True`` / ``False``. ``hint``: words open recognition should expect
+    besides (a read-back may be corrected in one go: "No, Wednesday")."""
+    return replace(_phrase_table(name, _table_from(name, {True: YES_PHRASES, False: NO_PHRASES})), hint=hint)
 
 
 # --- menus and names --------------------------------------------------------------------------------------------
@@ -355,6 +356,10 @@ class DateTimeValue:
         return self.hour % 12 + (12 if self.meridiem == "pm" else 0)
 
 
+# Open recognition's hint for dates and times: the day names (a pitched "Tuesday" alone was written "first date").
+DATES_HINT = "Monday, Tuesday, Wednesday, Thursday, Friday, Saturday, Sunday, today, tomorrow, at ten thirty."
+
+
 def dates_and_times(name: str = "dates_and_times") -> Grammar:
     """A day, a time, or both: "tomorrow at three pm", "monday", "on friday at ten", "the fifth of june",
     "june fifth", "ten thirty", "half past two", "noon" -> :class:`DateTimeValue`."""
@@ -376,9 +381,7 @@ def dates_and_times(name: str = "dates_and_times") -> Grammar:
         "meridiem": "a.m. | p.m. | in the morning | in the afternoon | in the evening",
     }
     examples = ("tomorrow at three p.m.", "monday", "the fifth of june", "ten thirty", "half past two")
-    # Open recognition's hint: the day names (a pitched "Tuesday" alone was written "first date").
-    hint = "Monday, Tuesday, Wednesday, Thursday, Friday, Saturday, Sunday, today, tomorrow, at ten thirty."
-    return replace(_build(name, rules, examples, _parse_date_time), hint=hint)
+    return replace(_build(name, rules, examples, _parse_date_time), hint=DATES_HINT)
 
 
 def _parse_date_time(words: Sequence[str]) -> DateTimeValue | None:
