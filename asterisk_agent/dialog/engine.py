@@ -358,8 +358,10 @@ class DialogRun:
             if best is not None:
                 confidence = combined_confidence(recognition, best.confidence)
                 turn.intent, turn.understanding_confidence, turn.confidence = best.intent, best.confidence, confidence
+                # The understanding itself must clear the line, not only its mean with a sure recognition
+                # (sqrt(1.0 * 0.09) = 0.3 would let a faint likeness through).
                 floor = self.flow.intents[best.intent].threshold or thresholds.reprompt
-                if confidence >= floor:
+                if confidence >= floor and best.confidence >= floor:
                     turn.decision = "accepted"
                     self._no_match_run = 0
                     return self._go(state.intents[best.intent])

@@ -158,7 +158,7 @@ async def test_a_correction_on_a_real_call_then_low_confidence_escalates(
     )
     caller = await dial(carrier, caller_media, "15550304")
     await caller.wait_reply(0, quiet_ms=QUIET_MS)
-    for line in ("I would like to book an appointment.", "On Tuesday, please.", "No, on Wednesday.",
+    for line in ("I would like to book an appointment.", "On Tuesday, please.", "No, Wednesday please.",
                  "Yes, that's right.", "Hmm, I am not sure.", "I really don't know."):
         _, said_last = await caller.speak(await voices.prompt(line))
         if line.startswith("I really"):
