@@ -205,14 +205,16 @@ class IntegrationClient:
 
     async def request(self, endpoint: str, method: str, path: str, *, json: Any = None, params: Params | None = None,
                       idempotency_key: str | None = None, cache_key: str | None = None,
-                      headers: Mapping[str, str] | None = None) -> IntegrationResult:
+                      headers: Mapping[str, str] | None = None, cache_first: bool = False) -> IntegrationResult:
         """``method`` ``path`` (relative to the endpoint's ``base_url``, starting with ``/``, no query: put
         that in ``params``) with an optional JSON body. Successful GETs, and any request with a ``cache_key``,
         are remembered as the fallback for the same request (same ``cache_key``, or same method, path and
         params) when it later fails for any reason but ``client_error``.
 
         ``headers`` add to (or replace, by name in any case) the endpoint's for this request; like those they
-        are never logged. The ``Idempotency-Key`` is set by ``idempotency_key`` only, since it also decides
+        are never logged. ``cache_first``: when an attempt fails and a cached answer exists, return it at once
+        instead of retrying (a caller is waiting on the line; the next request asks the backend again).
+        The ``Idempotency-Key`` is set by ``idempotency_key`` only, since it also decides
         whether a POST may be retried."""
         ep = self._endpoint(endpoint)
         method = method.upper()
@@ -296,6 +298,8 @@ class IntegrationClient:
             if attempt.reason == REASON_TIMEOUT and attempt.status is None and limit < timeout_s:
                 return call.finish(REASON_BUDGET_EXCEEDED)  # the budget, not timeout_ms, cut this attempt
 
+            if cache_first and call.key is not None and ep.cache.get(call.key, now) is not None:
+                return call.finish(attempt.reason)  # served from the cache (finish looks it up)
             delay = _retry_delay_s(attempt, settings, call.attempts)
             may_retry = retry_safe or not attempt.reached or attempt.status in NOT_ACTED_ON
             if call.attempts > settings.retries or not may_retry or now + delay >= deadline:

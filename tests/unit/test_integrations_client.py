@@ -529,6 +529,20 @@ async def test_cached_fallback_rules(backend: Backend) -> None:
     assert stats.cached_by_reason == {"server_error": 2} and stats.failed == {"server_error": 2}
 
 
+async def test_cache_first_serves_the_cached_answer_at_the_first_failure(backend: Backend) -> None:
+    """A caller on the line gets the cached answer after one failed attempt instead of waiting for the retries;
+    without a cached answer the request retries as usual."""
+    async with IntegrationClient({"crm": endpoint(backend.base_url, retries=3)}) as client:
+        backend.script(ok({"balance": 7}))
+        assert (await client.request("crm", "GET", "/balance")).ok
+        backend.script(raw(b"{}", status=503, headers={"Retry-After": "1"}))
+        quick = await client.request("crm", "GET", "/balance", cache_first=True)
+        assert (quick.outcome, quick.attempts, quick.data) == (Outcome.CACHED, 1, {"balance": 7})
+        backend.script(raw(b"{}", status=500))
+        uncached = await client.request("crm", "GET", "/other", cache_first=True)
+        assert uncached.outcome is Outcome.FAILED and uncached.attempts == 4  # nothing cached: it retried
+
+
 async def test_cache_ttl_zero_serves_no_fallback(backend: Backend) -> None:
     async with IntegrationClient({"crm": endpoint(backend.base_url, retries=0, cache_ttl_ms=0)}) as client:
         backend.script(ok({"hours": 1}))
