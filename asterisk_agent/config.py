@@ -18,6 +18,7 @@ from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, Settings
 
 from asterisk_agent.dialog.flow import Flow, FlowError, load_flow, shipped_flow
 from asterisk_agent.integrations.settings import EndpointSettings
+from asterisk_agent.textfile import UnreadableFile, read_text
 
 ENV_PREFIX = "ASTERISK_AGENT_"
 SAMPLE_ARI_PASSWORD = "change-me-ari-password"  # noqa: S105 - the sample's placeholder, refused off loopback
@@ -350,11 +351,9 @@ def load_config(path: str | Path | None = None) -> Settings:
     if path is not None:
         source = str(path)
         try:
-            text = Path(path).read_text(encoding="utf-8")
-        except OSError as exc:
-            raise ConfigError(f"{source}: cannot read: {exc.strerror}") from exc
-        except UnicodeDecodeError as exc:
-            raise ConfigError(f"{source}: not UTF-8 text (byte {exc.start})") from exc
+            text = read_text(path)
+        except UnreadableFile as exc:
+            raise ConfigError(str(exc)) from exc
         try:
             loaded = yaml.safe_load(text)
         except yaml.YAMLError as exc:

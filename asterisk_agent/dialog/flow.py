@@ -16,6 +16,8 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
+from asterisk_agent.textfile import UnreadableFile, read_text
+
 _NAME = re.compile(r"^[a-z][a-z0-9_]{0,47}$")
 TEMPLATE_FIELD = re.compile(r"\{([^{}]*)\}")
 _FIELD_PATH = re.compile(r"^[a-z][a-z0-9_]*(\.[a-z0-9_]+)*$")
@@ -350,14 +352,11 @@ def parse_flow(text: str, source: str = "<flow>") -> Flow:
 
 
 def load_flow(path: str | Path) -> Flow:
-    source = str(path)
     try:
-        text = Path(path).read_text(encoding="utf-8")
-    except OSError as exc:
-        raise FlowError(f"{source}: cannot read: {exc.strerror}") from exc
-    except UnicodeDecodeError as exc:
-        raise FlowError(f"{source}: not UTF-8 text (byte {exc.start})") from exc
-    return parse_flow(text, source)
+        text = read_text(path)
+    except UnreadableFile as exc:
+        raise FlowError(str(exc)) from exc
+    return parse_flow(text, str(path))
 
 
 SHIPPED_FLOWS = Path(__file__).resolve().parent.parent / "flows"

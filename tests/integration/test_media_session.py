@@ -5,19 +5,15 @@ from __future__ import annotations
 
 import asyncio
 import re
-from collections.abc import AsyncIterator
 from pathlib import Path
 
 import numpy as np
 import pytest
-import pytest_asyncio
 
 from asterisk_agent.calls.session import CallState
 from asterisk_agent.media.codecs import dominant_frequency
 from asterisk_agent.media.frames import FRAME_SAMPLES, SAMPLE_RATE
 from asterisk_agent.media.leg import MediaContext
-from asterisk_agent.media.pacer import PacingClock
-from asterisk_agent.media.transport import PortPool
 from asterisk_agent.pbx.carrier.callers import Carrier
 from asterisk_agent.speech.stt.metrics import edit_distance
 from asterisk_agent.speech.stt.whisper_engine import WhisperBatcher, WhisperOptions
@@ -27,15 +23,6 @@ pytestmark = [pytest.mark.asterisk, pytest.mark.usefixtures("leak_audit")]
 
 MEDIA = {"enabled": True, "port_min": 43000, "port_max": 43099}
 KEYS_ONLY = {"stt": {"engine": "none"}}  # the media leg without recognition: these tests drive it by hand
-
-
-@pytest_asyncio.fixture(loop_scope="session")
-async def caller_media() -> AsyncIterator[MediaContext]:
-    clock = PacingClock()
-    clock.start()
-    yield MediaContext(pool=PortPool("127.0.0.1", 42000, 42099), clock=clock, app="carrier",
-                       advertised_address="127.0.0.1")
-    await clock.stop()
 
 
 def tone(freq: float, seconds: float) -> np.ndarray:
