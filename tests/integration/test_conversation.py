@@ -29,6 +29,7 @@ from asterisk_agent.speech.stt.whisper_engine import WhisperBatcher
 from asterisk_agent.speech.voice import Voice
 from asterisk_agent.worker import Worker
 from tests.support import speech_samples
+from tests.support.calls import dial, session_of
 
 pytestmark = [pytest.mark.asterisk, pytest.mark.usefixtures("leak_audit")]
 
@@ -39,19 +40,10 @@ async def speaking_worker(make_worker, stt_cache: Path, **speech: object) -> Wor
     return await make_worker(media={"enabled": True, "port_min": 45000, "port_max": 45199}, speech={"stt": stt})
 
 
-def session_of(worker: Worker, caller: SimulatedCaller) -> Session:
-    for session in [*worker.manager.sessions.values(), *worker.manager.finished]:
-        if session.caller.caller_number == caller.caller_number:
-            return session
-    raise AssertionError(f"no session for {caller.caller_number}")
-
-
 async def dial_in(carrier: Carrier, worker: Worker, media: MediaContext,
                   number: str) -> tuple[SimulatedCaller, Session]:
     """A caller with its own media leg, answered, and the worker's session for it."""
-    caller = await carrier.call("100", caller_number=number)
-    await caller.wait_answered()
-    await caller.attach_media(carrier, media)
+    caller = await dial(carrier, media, number)
     return caller, session_of(worker, caller)
 
 

@@ -13,7 +13,7 @@ import pytest_asyncio
 import yaml
 
 from asterisk_agent.backends.runner import ReferenceBackends
-from asterisk_agent.calls.session import EndReason, Session
+from asterisk_agent.calls.session import EndReason
 from asterisk_agent.demo_scenarios import said_time
 from asterisk_agent.dialog.flow import shipped_flow
 from asterisk_agent.media.frames import FRAME_SAMPLES
@@ -22,6 +22,7 @@ from asterisk_agent.pbx.carrier.callers import Carrier, SimulatedCaller
 from asterisk_agent.speech.stt.whisper_engine import WhisperBatcher
 from asterisk_agent.speech.voice import Voice
 from asterisk_agent.worker import Worker
+from tests.support.calls import dial, session_of
 
 pytestmark = [pytest.mark.asterisk, pytest.mark.usefixtures("leak_audit")]
 
@@ -35,29 +36,17 @@ async def backends() -> AsyncIterator[ReferenceBackends]:
 
 
 async def flow_worker(make_worker, stt_cache: Path, backends: ReferenceBackends,  # type: ignore[no-untyped-def]
-                      flow: str) -> Worker:
+                      account: str, flow: str | None = None) -> Worker:
+    """A speaking worker whose account ``account`` (number 100) runs ``flow`` (a path; by default the shipped
+    flow of the account's name) against the reference backends."""
     return await make_worker(
         media={"enabled": True, "port_min": 45200, "port_max": 45399},
         speech={"stt": {"whisper": {"cache_dir": str(stt_cache)}}},
-        accounts={flow: {"numbers": ["100"], "flow": flow}},
+        accounts={account: {"numbers": ["100"], "flow": flow or account}},
         integrations={"scheduling": {"base_url": backends.urls["clinic"]},
                       "banking": {"base_url": backends.urls["bank"]},
                       "crm": {"base_url": backends.urls["insurance"]}},
     )
-
-
-def session_of(worker: Worker, caller: SimulatedCaller) -> Session:
-    for session in [*worker.manager.sessions.values(), *worker.manager.finished]:
-        if session.caller.caller_number == caller.caller_number:
-            return session
-    raise AssertionError(f"no session for {caller.caller_number}")
-
-
-async def dial(carrier: Carrier, media: MediaContext, number: str) -> SimulatedCaller:
-    caller = await carrier.call("100", caller_number=number)
-    await caller.wait_answered()
-    await caller.attach_media(carrier, media)
-    return caller
 
 
 async def heard(ears: WhisperBatcher, caller: SimulatedCaller, since_frame: int, until_frame: int | None = None) -> str:
@@ -150,12 +139,7 @@ async def test_a_correction_on_a_real_call_then_low_confidence_escalates(
     flow["thresholds"] = {"confirm": 1.0, "reprompt": 0.3, "reprompts": 1}
     path = tmp_path / "clinic_confirming.yaml"
     path.write_text(yaml.safe_dump(flow))
-    worker = await make_worker(
-        media={"enabled": True, "port_min": 45200, "port_max": 45399},
-        speech={"stt": {"whisper": {"cache_dir": str(stt_cache)}}},
-        accounts={"clinic": {"numbers": ["100"], "flow": str(path)}},
-        integrations={"scheduling": {"base_url": backends.urls["clinic"]}},
-    )
+    worker = await flow_worker(make_worker, stt_cache, backends, "clinic", str(path))
     caller = await dial(carrier, caller_media, "15550304")
     await caller.wait_reply(0, quiet_ms=QUIET_MS)
     for line in ("I would like to book an appointment.", "On Tuesday, please.", "No, Wednesday please.",
@@ -187,12 +171,7 @@ async def test_the_flows_call_limit_ends_a_silent_call_with_its_reason(
     flow["limits"] = {**flow["limits"], "call_max_ms": 4000, "silence_ms": 60_000, "on_limit": "goodbye"}
     path = tmp_path / "insurance_short.yaml"
     path.write_text(yaml.safe_dump(flow))
-    worker = await make_worker(
-        media={"enabled": True, "port_min": 45200, "port_max": 45399},
-        speech={"stt": {"whisper": {"cache_dir": str(stt_cache)}}},
-        accounts={"insurance": {"numbers": ["100"], "flow": str(path)}},
-        integrations={"crm": {"base_url": backends.urls["insurance"]}},
-    )
+    worker = await flow_worker(make_worker, stt_cache, backends, "insurance", str(path))
     caller = await dial(carrier, caller_media, "15550305")
     await caller.wait_gone(timeout_s=30)  # the caller never says anything
     await caller.release_media()
