@@ -183,6 +183,9 @@ _PERSON_NAME = re.compile(r"^[A-Za-z][A-Za-z' ]{0,63}$")
 class LanguageModelConfig(_Strict):
     endpoint: str  # an endpoint under `integrations:` serving /v1/chat/completions
     model: str = "default"
+    read_slots: bool = True  # read slot values the flow's readers cannot (never a sensitive slot)
+    reword_replies: bool = False  # reword the flow's replies; spoken only when every fact and number is kept
+    reword_wait_ms: int = Field(default=1200, ge=100, le=10_000)  # then the flow's own words are spoken
 
 
 class AccountConfig(_Strict):
@@ -197,8 +200,8 @@ class AccountConfig(_Strict):
     flow: str | None = None
     # The flow's integration names -> endpoints under `integrations:` (a name left out maps to the same name).
     integrations: dict[str, str] = Field(default_factory=dict)
-    # An OpenAI-compatible chat model that reads slot values the flow's readers cannot; never sent sensitive
-    # slots. None: no model.
+    # An OpenAI-compatible chat model that reads slot values the flow's readers cannot and may reword replies;
+    # never sent sensitive slots. None: no model.
     language_model: LanguageModelConfig | None = None
 
     def endpoint_for(self, integration: str) -> str:

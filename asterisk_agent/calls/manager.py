@@ -23,10 +23,10 @@ from asterisk_agent.ari.events import (
 from asterisk_agent.ari.ids import IdFactory
 from asterisk_agent.calls.session import EndReason, Session, SessionOptions, fixed_replies
 from asterisk_agent.config import Settings, load_account_flow
-from asterisk_agent.dialog.driver import FlowSetup
+from asterisk_agent.dialog.driver import REWORD_WAIT_MS, FlowSetup
 from asterisk_agent.dialog.engine import CallIntegration, IntegrationAnswer
 from asterisk_agent.dialog.integration import integration_call
-from asterisk_agent.dialog.language_model import language_model_filler
+from asterisk_agent.dialog.language_model import language_model_filler, language_model_rewording
 from asterisk_agent.integrations.client import IntegrationClient
 from asterisk_agent.media.leg import MediaContext
 from asterisk_agent.media.pacer import PacingClock
@@ -84,9 +84,14 @@ class CallManager:
                 flow = load_account_flow(account.flow)
                 call = integration_call(self.integrations, account.integrations) if self.integrations else _no_backend
                 model = account.language_model
-                filler = (language_model_filler(self.integrations, model.endpoint, model.model)
-                          if model is not None and self.integrations is not None else None)
-                self.flows[name] = FlowSetup.of(flow, call, filler)
+                filler, rewording, reword_wait_ms = None, None, REWORD_WAIT_MS
+                if model is not None and self.integrations is not None:
+                    if model.read_slots:
+                        filler = language_model_filler(self.integrations, model.endpoint, model.model)
+                    if model.reword_replies:
+                        rewording = language_model_rewording(self.integrations, model.endpoint, model.model)
+                    reword_wait_ms = model.reword_wait_ms
+                self.flows[name] = FlowSetup.of(flow, call, filler, rewording, reword_wait_ms)
         if settings.media.enabled:
             conf = settings.media
             self.media = MediaContext(

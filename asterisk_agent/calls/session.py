@@ -570,7 +570,8 @@ class Session:
                         variables={"did": self.did, "caller": self.caller.caller_number, "account": self.account},
                         language_model=setup.filler is not None)
         self.dialog = run
-        driver = DialogDriver(run, _SessionSide(self), setup.integrations, filler=setup.filler)
+        driver = DialogDriver(run, _SessionSide(self), setup.integrations, filler=setup.filler,
+                              rewording=setup.rewording, reword_wait_ms=setup.reword_wait_ms)
         self.note("flow", setup.flow.name)
         try:
             async with asyncio.timeout(setup.flow.limits.call_max_ms / 1000):

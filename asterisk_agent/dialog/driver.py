@@ -16,6 +16,7 @@ from asterisk_agent.dialog.engine import (
     Action,
     CallIntegration,
     CallOutcome,
+    DialogEvent,
     DialogRun,
     Escalate,
     FillSlot,
@@ -26,6 +27,7 @@ from asterisk_agent.dialog.engine import (
 )
 from asterisk_agent.dialog.flow import Flow
 from asterisk_agent.dialog.intents import IntentScorer
+from asterisk_agent.dialog.rewording import judge_rewording
 
 log = logging.getLogger(__name__)
 
@@ -52,7 +54,9 @@ class Silence:
 CallerInput = Utterance | Keys | Silence
 IntegrationCall = Callable[[CallIntegration], Awaitable[IntegrationAnswer]]
 SlotFiller = Callable[[FillSlot], Awaitable[str | None]]
+ReplyRewording = Callable[[Say], Awaitable[str | None]]
 FILL_WAIT_MS = 3000  # the most a caller waits for the language model's reading
+REWORD_WAIT_MS = 1200  # the most a caller waits for a reworded reply before hearing the flow's own words
 
 
 @dataclass(frozen=True)
@@ -64,11 +68,14 @@ class FlowSetup:
     scorer: IntentScorer
     integrations: IntegrationCall
     filler: SlotFiller | None = None  # a language model that reads slots the readers cannot
+    rewording: ReplyRewording | None = None  # a language model that rewords the flow's replies
+    reword_wait_ms: int = REWORD_WAIT_MS
 
     @classmethod
-    def of(cls, flow: Flow, integrations: IntegrationCall, filler: SlotFiller | None = None) -> FlowSetup:
+    def of(cls, flow: Flow, integrations: IntegrationCall, filler: SlotFiller | None = None,
+           rewording: ReplyRewording | None = None, reword_wait_ms: int = REWORD_WAIT_MS) -> FlowSetup:
         scorer = IntentScorer({name: intent.examples for name, intent in flow.intents.items()})
-        return cls(flow, scorer, integrations, filler)
+        return cls(flow, scorer, integrations, filler, rewording, reword_wait_ms)
 
 
 class CallSide(Protocol):
@@ -86,13 +93,16 @@ class CallSide(Protocol):
 class DialogDriver:
     def __init__(self, run: DialogRun, side: CallSide, integrations: IntegrationCall, *,
                  hold_after_ms: int = HOLD_AFTER_MS, filler: SlotFiller | None = None,
-                 fill_wait_ms: int = FILL_WAIT_MS) -> None:
+                 fill_wait_ms: int = FILL_WAIT_MS, rewording: ReplyRewording | None = None,
+                 reword_wait_ms: int = REWORD_WAIT_MS) -> None:
         self.run = run
         self.side = side
         self.integrations = integrations
         self.hold_after_ms = hold_after_ms
         self.filler = filler
         self.fill_wait_ms = fill_wait_ms
+        self.rewording = rewording
+        self.reword_wait_ms = reword_wait_ms
 
     async def drive(self) -> str:
         """Run the flow to its end; the outcome (``booked``, ``escalated:caller_asked``, ``limit:turns``...)."""
@@ -108,7 +118,7 @@ class DialogDriver:
             following: list[Action] = []
             for action in actions:
                 if isinstance(action, Say):
-                    await self.side.say(action.text, fixed=action.fixed)
+                    await self._say(action)
                 elif isinstance(action, Listen):
                     following = self._react(await self.side.listen(action))
                 elif isinstance(action, CallIntegration):
@@ -132,6 +142,25 @@ class DialogDriver:
         if isinstance(heard, Keys):
             return self.run.keyed(heard.keys)
         return self.run.silence()
+
+    async def _say(self, action: Say) -> None:
+        if self.rewording is None or not action.rewordable:
+            await self.side.say(action.text, fixed=action.fixed)
+            return
+        proposal: str | None = None
+        try:
+            async with asyncio.timeout(self.reword_wait_ms / 1000):
+                proposal = await self.rewording(action)
+        except TimeoutError:
+            log.warning("flow %s: the language model took more than %d ms to reword", self.run.flow.name,
+                        self.reword_wait_ms)
+        except Exception as exc:  # the model is an aid: without it the caller hears the flow's own words
+            log.warning("flow %s: the language model failed to reword: %s", self.run.flow.name,
+                        type(exc).__name__)
+        verdict = judge_rewording(action.text, action.facts, proposal)
+        self.run.events.append(DialogEvent("reworded" if verdict.reworded else "kept_words",
+                                           verdict.reason or "facts kept", self.run.state))
+        await self.side.say(verdict.text, fixed=action.fixed and not verdict.reworded)
 
     async def _fill(self, action: FillSlot) -> str | None:
         if self.filler is None:

@@ -15,7 +15,15 @@ from urllib.parse import quote
 from asterisk_agent.dialog.flow import TEMPLATE_FIELD, Flow, SlotDef, StateDef
 from asterisk_agent.dialog.intents import IntentScorer, combined_confidence
 from asterisk_agent.dialog.slots import SlotMatch, extract, find_yes_no, from_keys, spoken
-from asterisk_agent.dialog.templates import TemplateError, is_fixed, lookup, render_spoken, render_wire
+from asterisk_agent.dialog.templates import (
+    TemplateError,
+    is_fixed,
+    lookup,
+    names_sensitive,
+    render_spoken,
+    render_wire,
+    spoken_facts,
+)
 from asterisk_agent.speech.stt.grammars import HUMAN_TARGETS, words_of
 
 MAX_STEPS = 64  # states entered without waiting for the caller: more is a loop in the flow
@@ -28,6 +36,10 @@ MAX_STEPS = 64  # states entered without waiting for the caller: more is a loop 
 class Say:
     text: str
     fixed: bool  # the same words on every call: the prompt cache may hold them
+    # A state's reply the language model may reword (when the account allows it): the facts it must keep
+    # word for word; never set for a reply that names a sensitive slot.
+    rewordable: bool = False
+    facts: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -474,6 +486,13 @@ class DialogRun:
     def _render(self, template: str) -> str:
         return render_spoken(template, self.values, self.sensitive)
 
+    def _reply(self, template: str) -> Say:
+        """A state's ``say``: rewordable unless it names a sensitive slot, with the facts a rewording keeps."""
+        text = self._render(template)
+        private = names_sensitive(template, self.sensitive)
+        facts = () if private else spoken_facts(template, self.values)
+        return Say(text, is_fixed(template), rewordable=not private, facts=facts)
+
     def _go(self, name: str) -> list[Action]:
         return self._enter(name)
 
@@ -485,7 +504,7 @@ class DialogRun:
             self._entries[name] = self._entries.get(name, 0) + 1
             try:
                 if state.say is not None:
-                    actions.append(Say(self._render(state.say), is_fixed(state.say)))
+                    actions.append(self._reply(state.say))
                 kind = state.kind
                 if kind == "ask":
                     assert state.ask is not None

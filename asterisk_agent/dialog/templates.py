@@ -99,6 +99,16 @@ def render_spoken(template: str, values: Mapping[str, Any], sensitive: frozenset
     return _DOUBLE_DOT.sub("", TEMPLATE_FIELD.sub(replace, template))
 
 
+def spoken_facts(template: str, values: Mapping[str, Any]) -> tuple[str, ...]:
+    """Each field of ``template`` as :func:`render_spoken` says it: what a reworded reply must still say."""
+    return tuple(spoken(_evaluate(field, values, frozenset())[0]) for field in TEMPLATE_FIELD.findall(template))
+
+
+def names_sensitive(template: str, sensitive: frozenset[str]) -> bool:
+    """Whether ``template`` names a sensitive slot (even masked, such a reply is never sent to a model)."""
+    return any(field.split("|")[0].strip().split(".")[0] in sensitive for field in TEMPLATE_FIELD.findall(template))
+
+
 def render_wire(template: str, values: Mapping[str, Any]) -> Any:
     """A parameter for an integration: a template that is exactly one field keeps the value's type."""
     whole = TEMPLATE_FIELD.fullmatch(template)
