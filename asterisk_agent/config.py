@@ -13,7 +13,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
 from asterisk_agent.dialog.flow import Flow, FlowError, load_flow, shipped_flow
@@ -262,6 +262,13 @@ class Settings(BaseSettings):
         # Environment first, so it overrides what the file (passed as init values) says.
         return (env_settings, init_settings)
 
+    # Each account's flow, loaded once by validation; the worker and the deployment checks take it from here.
+    _loaded_flows: dict[str, Flow] = PrivateAttr(default_factory=dict)
+
+    def flow_of(self, account: str) -> Flow | None:
+        """The account's flow as validation loaded it (None: the account has no flow)."""
+        return self._loaded_flows.get(account)
+
     @model_validator(mode="after")
     def _flows(self) -> Settings:
         problems = []
@@ -276,6 +283,7 @@ class Settings(BaseSettings):
             except FlowError as exc:
                 problems.append(f"accounts.{name}.flow: {exc}")
                 continue
+            self._loaded_flows[name] = flow
             for integration in flow.integrations:
                 endpoint = account.endpoint_for(integration)
                 if endpoint not in self.integrations:
@@ -394,9 +402,9 @@ def deployment_problems(settings: Settings) -> tuple[list[str], list[str]]:
             "set the password from your ari.conf"
         )
     for name, account in settings.accounts.items():
-        if account.flow is None:
+        flow = settings.flow_of(name)
+        if flow is None:
             continue
-        flow = load_account_flow(account.flow)
         for integration in flow.integrations:
             endpoint = settings.integrations.get(account.endpoint_for(integration))
             if endpoint is not None and endpoint.total_budget_ms > flow.limits.integration_wait_ms:

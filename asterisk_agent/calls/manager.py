@@ -22,7 +22,7 @@ from asterisk_agent.ari.events import (
 )
 from asterisk_agent.ari.ids import IdFactory
 from asterisk_agent.calls.session import EndReason, Session, SessionOptions, fixed_replies
-from asterisk_agent.config import Settings, load_account_flow
+from asterisk_agent.config import Settings
 from asterisk_agent.dialog.driver import REWORD_WAIT_MS, FlowSetup
 from asterisk_agent.dialog.engine import CallIntegration, IntegrationAnswer
 from asterisk_agent.dialog.integration import integration_call
@@ -80,8 +80,8 @@ class CallManager:
         self.integrations = IntegrationClient(settings.integrations) if settings.integrations else None
         self.flows: dict[str, FlowSetup] = {}
         for name, account in settings.accounts.items():
-            if account.flow is not None:
-                flow = load_account_flow(account.flow)
+            flow = settings.flow_of(name)
+            if flow is not None:
                 call = integration_call(self.integrations, account.integrations) if self.integrations else _no_backend
                 model = account.language_model
                 filler, rewording, reword_wait_ms = None, None, REWORD_WAIT_MS

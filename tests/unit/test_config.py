@@ -455,3 +455,16 @@ def test_a_broken_flow_file_is_reported_with_its_line(tmp_path: Path) -> None:
     path.write_text(f"accounts:\n  a:\n    numbers: ['100']\n    flow: {flow}\n")
     with pytest.raises(ConfigError, match=r"mine\.yaml:2: start: no state named 'nowhere'"):
         load_config(path)
+
+
+def test_a_flow_is_read_once_by_validation_and_handed_on(tmp_path: Path) -> None:
+    flow = tmp_path / "mine.yaml"
+    flow.write_text("name: mine\nstart: a\nstates:\n  a:\n    say: hi\n    end: done\n")
+    path = tmp_path / "worker.yaml"
+    path.write_text(f"accounts:\n  a:\n    numbers: ['100']\n    flow: {flow}\n  b:\n    numbers: ['200']\n")
+    settings = load_config(path)
+    flow.unlink()  # the deployment checks and the worker use what validation read, not the file again
+    assert deployment_problems(settings) == ([], [])
+    loaded = settings.flow_of("a")
+    assert loaded is not None and loaded.name == "mine"
+    assert settings.flow_of("b") is None
