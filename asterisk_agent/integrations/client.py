@@ -213,7 +213,9 @@ class IntegrationClient:
 
         ``headers`` add to (or replace, by name in any case) the endpoint's for this request; like those they
         are never logged. ``cache_first``: when an attempt fails and a cached answer exists, return it at once
-        instead of retrying (a caller is waiting on the line; the next request asks the backend again).
+        instead of retrying (a caller is waiting on the line; the next request asks the backend again); but a
+        429 is retried after its Retry-After while the budget allows, since that backend is up and said when
+        to come back (the cache answers when the wait would pass the budget, or the queue is full).
         The ``Idempotency-Key`` is set by ``idempotency_key`` only, since it also decides
         whether a POST may be retried."""
         ep = self._endpoint(endpoint)
@@ -298,7 +300,8 @@ class IntegrationClient:
             if attempt.reason == REASON_TIMEOUT and attempt.status is None and limit < timeout_s:
                 return call.finish(REASON_BUDGET_EXCEEDED)  # the budget, not timeout_ms, cut this attempt
 
-            if cache_first and call.key is not None and ep.cache.get(call.key, now) is not None:
+            if (cache_first and attempt.reason != REASON_RATE_LIMITED and call.key is not None
+                    and ep.cache.get(call.key, now) is not None):
                 return call.finish(attempt.reason)  # served from the cache (finish looks it up)
             delay = _retry_delay_s(attempt, settings, call.attempts)
             may_retry = retry_safe or not attempt.reached or attempt.status in NOT_ACTED_ON

@@ -4,6 +4,7 @@ backends show what was stored."""
 
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -36,15 +37,15 @@ async def backends() -> AsyncIterator[ReferenceBackends]:
 
 
 async def flow_worker(make_worker, stt_cache: Path, backends: ReferenceBackends,  # type: ignore[no-untyped-def]
-                      account: str, flow: str | None = None) -> Worker:
+                      account: str, flow: str | None = None, banking: dict[str, int] | None = None) -> Worker:
     """A speaking worker whose account ``account`` (number 100) runs ``flow`` (a path; by default the shipped
-    flow of the account's name) against the reference backends."""
+    flow of the account's name) against the reference backends (``banking``: the bank endpoint's limits)."""
     return await make_worker(
         media={"enabled": True, "port_min": 45200, "port_max": 45399},
         speech={"stt": {"whisper": {"cache_dir": str(stt_cache)}}},
         accounts={account: {"numbers": ["100"], "flow": flow or account}},
         integrations={"scheduling": {"base_url": backends.urls["clinic"]},
-                      "banking": {"base_url": backends.urls["bank"]},
+                      "banking": {"base_url": backends.urls["bank"], **(banking or {})},
                       "crm": {"base_url": backends.urls["insurance"]}},
     )
 
@@ -181,3 +182,83 @@ async def test_the_flows_call_limit_ends_a_silent_call_with_its_reason(
     assert ("limit", "call_max") in [(event.kind, event.reason) for event in session.dialog.events]
     assert session.end_reason is EndReason.COMPLETED
     assert any(turn.text.startswith("I am sorry, we have to end this call") for turn in session.transcript)
+
+
+BALANCE_BY_KEYS = """\
+name: balance_by_keys
+integrations: [banking]
+limits: {integration_wait_ms: 10000, silence_ms: 20000}  # longer than the endpoint's budget: the cache answers
+slots:
+  account: {type: digits, min_digits: 8, max_digits: 8, sensitive: true}
+  customer: {type: digits, min_digits: 4, max_digits: 4}
+start: ask_account
+states:
+  ask_account:
+    ask: Your account number?
+    slot: account
+    next: ask_customer
+  ask_customer:
+    ask: Your customer number?
+    slot: customer
+    next: fetch
+  fetch:
+    call:
+      integration: banking
+      path: "/accounts/{account}/balance"
+      headers: {X-Customer-Id: "CUST-{customer}"}
+      save: balance
+    on_ok: tell
+    on_failed: sorry
+  tell:
+    say: "Your balance is {balance.balance|money}."
+    end: told
+  sorry:
+    say: Sorry, the bank cannot answer.
+    end: failed
+"""
+CUSTOMERS = {"12345678": "1001", "87654321": "1002", "11223344": "1003"}
+
+
+async def test_thirty_real_callers_on_a_rate_limited_bank(
+    make_worker, stt_cache: Path, carrier: Carrier, caller_media: MediaContext, ears: WhisperBatcher,
+    backends: ReferenceBackends, tmp_path: Path,
+) -> None:
+    """30 callers key their account at once while the bank answers every third request with 429 and
+    Retry-After: no call fails; calls within the queue bound hear the bank's answer, calls past it the cached
+    one and are told so; the bank never has more requests in flight than the endpoint's limit."""
+    path = tmp_path / "balance_by_keys.yaml"
+    path.write_text(BALANCE_BY_KEYS)
+    limits = {"max_in_flight": 3, "queue_max": 10, "queue_wait_ms": 3000, "total_budget_ms": 8000, "retries": 3}
+    worker = await flow_worker(make_worker, stt_cache, backends, "bank", str(path), banking=limits)
+
+    async def one(index: int) -> SimulatedCaller:
+        account = list(CUSTOMERS)[index % 3]
+        caller = await dial(carrier, caller_media, f"155504{index:02d}")
+        _, last = await caller.wait_reply(0, quiet_ms=QUIET_MS)
+        await caller.send_digits(account)
+        await caller.wait_reply(last + 1, quiet_ms=QUIET_MS)
+        await caller.send_digits(CUSTOMERS[account])
+        await caller.wait_gone(timeout_s=60)  # the balance (or the apology), then the flow hangs up
+        await caller.release_media()
+        return caller
+
+    warm = await asyncio.gather(*(one(index) for index in range(3)))  # each account's balance cached once
+    backends.bank.stats.reset()
+    backends.bank.faults.apply({"mode": "429", "retry_after_s": 1, "every": 3})
+    callers = await asyncio.gather(*(one(index) for index in range(3, 33)))
+    await worker.manager.wait_idle()
+    runs = [session_of(worker, caller).dialog for caller in [*warm, *callers]]
+    assert [run.outcome if run else None for run in runs] == ["told"] * 33  # nobody failed
+    served_cached = [any(event.kind == "cached" for event in run.events) for run in runs[3:] if run]
+    cached = [caller for caller, was in zip(callers, served_cached, strict=True) if was]
+    live = [caller for caller, was in zip(callers, served_cached, strict=True) if not was]
+    assert len(live) >= 3 and cached, (len(live), len(cached))  # answered live; the queue overflowed to the cache
+    assert backends.bank.stats.faulted >= 1  # the 429s really happened
+    assert backends.bank.stats.peak_in_flight <= 3
+    stats = worker.manager.integrations.stats("banking")
+    assert stats.peak_in_flight <= 3 and stats.peak_queued <= 10
+    # By content: a cached answer says so; a live one does not; both tell the balance.
+    told_cached = (await heard(ears, cached[0], 0)).lower()
+    told_live = (await heard(ears, live[0], 0)).lower()
+    assert "latest information" in told_cached and "balance is" in told_cached, told_cached
+    assert "latest information" not in told_live and "balance is" in told_live, told_live

@@ -543,6 +543,16 @@ async def test_cache_first_serves_the_cached_answer_at_the_first_failure(backend
         assert uncached.outcome is Outcome.FAILED and uncached.attempts == 4  # nothing cached: it retried
 
 
+async def test_cache_first_still_waits_out_a_429_within_the_budget(backend: Backend) -> None:
+    """A backend that says "come back in a moment" is up: the caller gets its fresh answer, not the cache."""
+    async with IntegrationClient({"crm": endpoint(backend.base_url, retries=3)}) as client:
+        backend.script(ok({"balance": 7}))
+        assert (await client.request("crm", "GET", "/balance")).ok
+        backend.script(raw(b"{}", status=429, headers={"Retry-After": "0"}), ok({"balance": 8}))
+        waited = await client.request("crm", "GET", "/balance", cache_first=True)
+        assert (waited.outcome, waited.attempts, waited.data) == (Outcome.OK, 2, {"balance": 8})
+
+
 async def test_cache_ttl_zero_serves_no_fallback(backend: Backend) -> None:
     async with IntegrationClient({"crm": endpoint(backend.base_url, retries=0, cache_ttl_ms=0)}) as client:
         backend.script(ok({"hours": 1}))
