@@ -13,6 +13,7 @@ import pytest
 import pytest_asyncio
 import yaml
 
+from asterisk_agent import demo_scenarios
 from asterisk_agent.backends.runner import ReferenceBackends
 from asterisk_agent.calls.session import EndReason
 from asterisk_agent.demo_scenarios import said_time
@@ -106,6 +107,28 @@ async def test_clinic_booking_by_voice_on_a_real_call(
     [appointment] = [a for a in backends.clinic.appointments.values() if a.date == wednesday]
     assert appointment.time == first_free and "dana" in appointment.name.lower()
     assert "appointment" in confirmation.lower() and "wednesday" in confirmation.lower(), confirmation
+    assert session.end_reason is EndReason.COMPLETED
+
+
+async def test_insurance_claim_by_voice_on_a_real_call(
+    make_worker, stt_cache: Path, carrier: Carrier, caller_media: MediaContext, voices: Voice,
+    ears: WhisperBatcher, backends: ReferenceBackends,
+) -> None:
+    """The demo's insurance caller: policy number, what happened, when and where, by voice; the claim is in the
+    CRM with a follow-up, and the caller hears its claim confirmed."""
+    worker = await flow_worker(make_worker, stt_cache, backends, "insurance")
+    caller = await dial(carrier, caller_media, "15550306")
+    outcome = await demo_scenarios.insurance(caller, voices, ears, backends, 1)
+    await caller.wait_gone(timeout_s=20)
+    await caller.release_media()
+    await worker.manager.wait_idle()
+    assert outcome.verified, outcome.detail
+    session = session_of(worker, caller)
+    assert session.dialog is not None and session.dialog.outcome == "claim_filed", session.dialog.outcome
+    [claim] = [c for c in backends.insurance.claims.values()
+               if c["policy"] == "POL5678" and "roof" in c["what"].lower()]
+    follow_up = dt.date.fromisoformat(claim["follow_up"]["date"])
+    assert follow_up.strftime("%A").lower() in outcome.heard.lower(), outcome.heard  # the follow-up is told
     assert session.end_reason is EndReason.COMPLETED
 
 
