@@ -34,6 +34,7 @@ class Worker:
     async def start(self) -> None:
         """Check ARI credentials, then start the event stream in the background."""
         await self.client.info()
+        await self.manager.load_flows()
         await self.manager.load_speech()
         self._task = asyncio.create_task(self.stream.run(), name="ari-events")
 

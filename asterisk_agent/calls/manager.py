@@ -23,9 +23,18 @@ from asterisk_agent.ari.events import (
 from asterisk_agent.ari.ids import IdFactory
 from asterisk_agent.calls.session import EndReason, Session, SessionOptions, fixed_replies
 from asterisk_agent.config import Settings
-from asterisk_agent.dialog.driver import REWORD_WAIT_MS, FlowSetup
+from asterisk_agent.dialog.driver import (
+    REWORD_WAIT_MS,
+    FlowSetup,
+    IntegrationCall,
+    ReplyRewording,
+    SlotFiller,
+    flow_scorer,
+)
 from asterisk_agent.dialog.engine import CallIntegration, IntegrationAnswer
+from asterisk_agent.dialog.flow import Flow
 from asterisk_agent.dialog.integration import integration_call
+from asterisk_agent.dialog.intents import IntentScoring
 from asterisk_agent.dialog.language_model import language_model_filler, language_model_rewording
 from asterisk_agent.integrations.client import IntegrationClient
 from asterisk_agent.media.leg import MediaContext
@@ -78,7 +87,8 @@ class CallManager:
         self._prerender: asyncio.Task[None] | None = None
         # One client for every flow's backends (limits are per endpoint, shared by all calls); flows per account.
         self.integrations = IntegrationClient(settings.integrations) if settings.integrations else None
-        self.flows: dict[str, FlowSetup] = {}
+        self.flows: dict[str, FlowSetup] = {}  # filled by load_flows, before the first call
+        self._flow_parts: dict[str, tuple[Flow, IntegrationCall, SlotFiller | None, ReplyRewording | None, int]] = {}
         for name, account in settings.accounts.items():
             flow = settings.flow_of(name)
             if flow is not None:
@@ -91,7 +101,7 @@ class CallManager:
                     if model.reword_replies:
                         rewording = language_model_rewording(self.integrations, model.endpoint, model.model)
                     reword_wait_ms = model.reword_wait_ms
-                self.flows[name] = FlowSetup.of(flow, call, filler, rewording, reword_wait_ms)
+                self._flow_parts[name] = (flow, call, filler, rewording, reword_wait_ms)
         if settings.media.enabled:
             conf = settings.media
             self.media = MediaContext(
@@ -100,6 +110,19 @@ class CallManager:
                 vad=VadConfig(**settings.speech.vad.model_dump()),
                 endpointer=EndpointerConfig(**settings.speech.endpointer.model_dump()),
             )
+
+    async def load_flows(self) -> None:
+        """Every account's flow with its intent scorer, before the first call: the sentence model loads once per
+        process and each flow's examples are embedded, in a thread (the loop goes on); accounts running the same
+        intents share one scorer."""
+        scorers: dict[tuple[object, ...], IntentScoring] = {}
+        for name, (flow, call, filler, rewording, reword_wait_ms) in self._flow_parts.items():
+            if name in self.flows:
+                continue
+            key = (flow.thresholds.reprompt, *((intent, *spec.examples) for intent, spec in flow.intents.items()))
+            if key not in scorers:
+                scorers[key] = await asyncio.to_thread(flow_scorer, flow)
+            self.flows[name] = FlowSetup.of(flow, call, filler, rewording, reword_wait_ms, scorer=scorers[key])
 
     async def load_speech(self) -> None:
         """With media on, load the agent's voice and ears off the loop before the first call; the pieces every

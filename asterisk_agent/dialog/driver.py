@@ -26,7 +26,8 @@ from asterisk_agent.dialog.engine import (
     Say,
 )
 from asterisk_agent.dialog.flow import Flow
-from asterisk_agent.dialog.intents import IntentScorer
+from asterisk_agent.dialog.intent_embeddings import intent_scorer
+from asterisk_agent.dialog.intents import IntentScoring
 from asterisk_agent.dialog.rewording import judge_rewording
 
 log = logging.getLogger(__name__)
@@ -65,7 +66,7 @@ class FlowSetup:
     its integrations."""
 
     flow: Flow
-    scorer: IntentScorer
+    scorer: IntentScoring
     integrations: IntegrationCall
     filler: SlotFiller | None = None  # a language model that reads slots the readers cannot
     rewording: ReplyRewording | None = None  # a language model that rewords the flow's replies
@@ -73,9 +74,27 @@ class FlowSetup:
 
     @classmethod
     def of(cls, flow: Flow, integrations: IntegrationCall, filler: SlotFiller | None = None,
-           rewording: ReplyRewording | None = None, reword_wait_ms: int = REWORD_WAIT_MS) -> FlowSetup:
-        scorer = IntentScorer({name: intent.examples for name, intent in flow.intents.items()})
+           rewording: ReplyRewording | None = None, reword_wait_ms: int = REWORD_WAIT_MS, *,
+           scorer: IntentScoring | None = None) -> FlowSetup:
+        """Without ``scorer``, the flow's scorer is trained here, which blocks (the sentence model loads on first
+        use, every example is embedded): on a running loop, use :meth:`load`."""
+        if scorer is None:
+            scorer = flow_scorer(flow)
         return cls(flow, scorer, integrations, filler, rewording, reword_wait_ms)
+
+    @classmethod
+    async def load(cls, flow: Flow, integrations: IntegrationCall, filler: SlotFiller | None = None,
+                   rewording: ReplyRewording | None = None, reword_wait_ms: int = REWORD_WAIT_MS) -> FlowSetup:
+        """:meth:`of` with the scorer trained in a thread, so the event loop never waits for the model."""
+        scorer = await asyncio.to_thread(flow_scorer, flow)
+        return cls.of(flow, integrations, filler, rewording, reword_wait_ms, scorer=scorer)
+
+
+def flow_scorer(flow: Flow) -> IntentScoring:
+    """The flow's intent scorer (MiniLM embeddings, or TF-IDF without the model), its confidence scaled to the
+    flow's re-prompt line. Blocking."""
+    return intent_scorer({name: intent.examples for name, intent in flow.intents.items()},
+                         floor=flow.thresholds.reprompt)
 
 
 class CallSide(Protocol):
@@ -120,7 +139,7 @@ class DialogDriver:
                 if isinstance(action, Say):
                     await self._say(action)
                 elif isinstance(action, Listen):
-                    following = self._react(await self.side.listen(action))
+                    following = await self._react(await self.side.listen(action))
                 elif isinstance(action, CallIntegration):
                     following = await self._call(action)
                 elif isinstance(action, FillSlot):
@@ -136,9 +155,12 @@ class DialogDriver:
                 return outcome
             actions = following
 
-    def _react(self, heard: CallerInput) -> list[Action]:
+    async def _react(self, heard: CallerInput) -> list[Action]:
         if isinstance(heard, Utterance):
-            return self.run.heard(heard.text, heard.confidence, heard.loudness_db)
+            # The sentence model's forward pass takes milliseconds of CPU: in a thread, never on the loop.
+            nearest = (await asyncio.to_thread(self.run.scorer.nearest, heard.text) if self.run.scores_intents()
+                       else None)
+            return self.run.heard(heard.text, heard.confidence, heard.loudness_db, nearest)
         if isinstance(heard, Keys):
             return self.run.keyed(heard.keys)
         return self.run.silence()

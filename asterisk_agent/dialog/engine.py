@@ -1,7 +1,8 @@
 """One call's run through a flow, as pure code: inputs (what the caller said with its confidence, keys, silence,
 an integration's answer, a limit) go in; actions (say, listen, call an integration, escalate, hang up) come out.
 The session performs the actions; this module never touches a socket or a clock, so every path is testable as
-text.
+text. Nor does it wait on the intent model: the caller of :meth:`DialogRun.heard` scores the words off the event
+loop when :meth:`DialogRun.scores_intents` says they will be needed, and hands the result in.
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ from typing import Any
 from urllib.parse import quote
 
 from asterisk_agent.dialog.flow import TEMPLATE_FIELD, Flow, SlotDef, StateDef
-from asterisk_agent.dialog.intents import IntentScorer, combined_confidence
+from asterisk_agent.dialog.intents import IntentScoring, Nearest, combined_confidence
 from asterisk_agent.dialog.slots import SlotMatch, extract, find_yes_no, from_keys, spoken
 from asterisk_agent.dialog.templates import (
     TemplateError,
@@ -164,7 +165,7 @@ class DialogRun:
     """A caller's path through ``flow``. ``variables`` holds the built-ins (did, caller, today, account); slots
     and saved integration answers join them as the call goes on."""
 
-    def __init__(self, flow: Flow, scorer: IntentScorer, *, today: dt.date, run_id: str,
+    def __init__(self, flow: Flow, scorer: IntentScoring, *, today: dt.date, run_id: str,
                  variables: dict[str, Any] | None = None, language_model: bool = False) -> None:
         self.flow = flow
         self.scorer = scorer
@@ -195,11 +196,25 @@ class DialogRun:
     def start(self) -> list[Action]:
         return self._enter(self.flow.start)
 
-    def heard(self, text: str, recognition_confidence: float, loudness_db: float | None = None) -> list[Action]:
+    def scores_intents(self) -> bool:
+        """Whether the caller's next words are scored against the flow's intents (a menu state, or a flow with
+        sensitive intents, which are listened for in every state): then the caller of :meth:`heard` computes
+        ``self.scorer.nearest(text)`` off the event loop and passes it in."""
+        if self.finished:
+            return False
+        state = self._current()
+        return bool(self.flow.escalation.sensitive_intents) or (
+            self._pending is None and state.kind == "ask" and bool(state.intents))
+
+    def heard(self, text: str, recognition_confidence: float, loudness_db: float | None = None,
+              nearest: Nearest | None = None) -> list[Action]:
         """The caller said ``text`` (recognised with that confidence; ``loudness_db`` of the utterance if
-        known)."""
+        known; ``nearest``: ``self.scorer.nearest(text)`` when :meth:`scores_intents`, else it is computed here,
+        which blocks for a forward pass of the sentence model)."""
         if self.finished:
             return []
+        if nearest is None and self.scores_intents():
+            nearest = self.scorer.nearest(text)
         state = self._current()
         slot = self.flow.slots.get(state.slot) if state.slot else None
         masked = bool(slot and slot.sensitive) or (self._pending is not None and self._pending.slot in self.sensitive)
@@ -210,7 +225,7 @@ class DialogRun:
         if limited:
             return limited
         louder = self._louder(loudness_db)
-        escalation = self._escalation_in(text)
+        escalation = self._escalation_in(text, nearest)
         if escalation is not None:
             turn.decision = "escalated"
             return self._escalate(*escalation)
@@ -219,7 +234,7 @@ class DialogRun:
         if state.kind != "ask":
             turn.decision = "ignored"
             return []
-        actions = self._understand(state, turn, text, recognition_confidence)
+        actions = self._understand(state, turn, text, recognition_confidence, nearest)
         if turn.decision == "reprompt" and louder:
             return self._escalate("frustration", "the caller is getting louder")
         return actions
@@ -333,7 +348,7 @@ class DialogRun:
         return (self._no_match_run > 0
                 and loudness_db >= self._first_loudness + self.flow.escalation.loudness_rise_db)
 
-    def _escalation_in(self, text: str) -> tuple[str, str] | None:
+    def _escalation_in(self, text: str, nearest: Nearest | None) -> tuple[str, str] | None:
         escalation = self.flow.escalation
         if asks_for_human(text, tuple(escalation.human_phrases)):
             return "caller_asked", "asked for a person"
@@ -344,15 +359,16 @@ class DialogRun:
         for phrase in escalation.frustration_phrases:
             if " ".join(words_of(phrase)) in joined:
                 return "frustration", phrase
-        if escalation.sensitive_intents:
-            best = self.scorer.best(text)
+        if escalation.sensitive_intents and nearest is not None:
+            best = self.scorer.best_of(nearest)
             if best is not None and best.intent in escalation.sensitive_intents:
                 threshold = self.flow.intents[best.intent].threshold or self.flow.thresholds.confirm
                 if best.confidence >= threshold:
                     return "sensitive_topic", best.intent
         return None
 
-    def _understand(self, state: StateDef, turn: DialogTurn, text: str, recognition: float) -> list[Action]:
+    def _understand(self, state: StateDef, turn: DialogTurn, text: str, recognition: float,
+                    nearest: Nearest | None) -> list[Action]:
         thresholds = self.flow.thresholds_for(state)
         if state.slot is not None:
             slot = self.flow.slots[state.slot]
@@ -365,8 +381,8 @@ class DialogRun:
                 self._filling = (turn, recognition)
                 choices = tuple(slot.choices) if slot.type in ("name", "choice") else ()
                 return [FillSlot(self.state, state.slot, slot.type, text, choices)]
-        if state.intents:
-            best = self.scorer.best(text, among=state.intents)
+        if state.intents and nearest is not None:
+            best = self.scorer.best_of(nearest, among=state.intents)
             if best is not None:
                 confidence = combined_confidence(recognition, best.confidence)
                 turn.intent, turn.understanding_confidence, turn.confidence = best.intent, best.confidence, confidence

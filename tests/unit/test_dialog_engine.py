@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import datetime as dt
+import functools
 
 import pytest
 
+from asterisk_agent.dialog.driver import flow_scorer
 from asterisk_agent.dialog.engine import (
     Action,
     CallIntegration,
@@ -19,17 +21,22 @@ from asterisk_agent.dialog.engine import (
     asks_for_human,
 )
 from asterisk_agent.dialog.flow import Flow, parse_flow, shipped_flow
-from asterisk_agent.dialog.intents import IntentScorer
+from asterisk_agent.dialog.intents import IntentScorer, IntentScoring
 
 FRIDAY = dt.date(2026, 11, 27)
 SURE = 0.95  # a clear recognition
 UNSURE = 0.25  # sqrt(0.25) = 0.5: under the clinic's confirm line (0.55), over its re-prompt line (0.3)
 
 
+@functools.cache
+def shipped_scorer(name: str) -> IntentScoring:
+    """The scorer a worker gives the shipped flow (MiniLM embeddings when the model is installed), built once."""
+    return flow_scorer(shipped_flow(name))
+
+
 def run(name: str) -> DialogRun:
-    flow = shipped_flow(name)
-    scorer = IntentScorer({intent: spec.examples for intent, spec in flow.intents.items()})
-    return DialogRun(flow, scorer, today=FRIDAY, run_id="call-1", variables={"caller": "5550100", "did": "200"})
+    return DialogRun(shipped_flow(name), shipped_scorer(name), today=FRIDAY, run_id="call-1",
+                     variables={"caller": "5550100", "did": "200"})
 
 
 def said(actions: list[Action]) -> str:

@@ -78,7 +78,7 @@ def endpoints(backends: ReferenceBackends, **limits: int) -> dict[str, EndpointS
 
 async def converse(client: IntegrationClient, flow_name: str, caller: ScriptedCaller, run_id: str = "call-1",
                    caller_number: str = "5550100") -> tuple[str, DialogRun]:
-    setup = FlowSetup.of(shipped_flow(flow_name), integration_call(client, {}))
+    setup = await FlowSetup.load(shipped_flow(flow_name), integration_call(client, {}))
     run = DialogRun(setup.flow, setup.scorer, today=FRIDAY, run_id=run_id, variables={"caller": caller_number})
     outcome = await DialogDriver(run, caller, setup.integrations).drive()
     return outcome, run
@@ -116,7 +116,7 @@ async def test_clinic_a_full_day_offers_the_waiting_list(backends: ReferenceBack
 async def test_clinic_a_correction_is_taken(backends: ReferenceBackends) -> None:
     caller = ScriptedCaller(["book an appointment", "Tuesday", "No, Wednesday.", first_offered_time, "Dana Lee"])
     async with IntegrationClient(endpoints(backends)) as client:
-        setup = FlowSetup.of(shipped_flow("clinic"), integration_call(client, {}))
+        setup = await FlowSetup.load(shipped_flow("clinic"), integration_call(client, {}))
         run = DialogRun(setup.flow, setup.scorer, today=FRIDAY, run_id="c", variables={"caller": "5550100"})
         # the recogniser was unsure of "Tuesday": the driver is given a low confidence for that one line
         unsure = UnsureOnce(caller, line=1, confidence=0.25)
@@ -240,7 +240,7 @@ async def test_a_backend_hanging_past_the_flows_wait_ends_by_its_limit(backends:
         update={"integration_wait_ms": 300})})
     caller = ScriptedCaller(["book an appointment", "Wednesday"])
     async with IntegrationClient(endpoints(backends)) as client:
-        setup = FlowSetup.of(flow, integration_call(client, {}))
+        setup = await FlowSetup.load(flow, integration_call(client, {}))
         run = DialogRun(flow, setup.scorer, today=FRIDAY, run_id="slow", variables={"caller": "5550100"})
         outcome = await DialogDriver(run, caller, setup.integrations, hold_after_ms=100).drive()
         backends.clinic.faults.release_slow()
@@ -287,7 +287,7 @@ async def test_thirty_calls_on_a_rate_limited_backend(backends: ReferenceBackend
     accounts = {"12345678": "CUST-1001", "87654321": "CUST-1002", "11223344": "CUST-1003"}
     limits = {"max_in_flight": 3, "queue_max": 10, "queue_wait_ms": 3000, "total_budget_ms": 8000, "retries": 3}
     async with IntegrationClient(endpoints(backends, **limits)) as client:
-        setup = FlowSetup.of(flow, integration_call(client, {}))
+        setup = await FlowSetup.load(flow, integration_call(client, {}))
 
         async def one(index: int) -> tuple[str, ScriptedCaller]:
             account = list(accounts)[index % 3]
