@@ -9,7 +9,7 @@ from __future__ import annotations
 import ipaddress
 import re
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 from urllib.parse import urlsplit
 
 import yaml
@@ -172,6 +172,51 @@ class TimersConfig(_Strict):
     dtmf_gap_ms: int = Field(default=60, ge=0, le=1000)  # silence between digits we send
 
 
+class OverflowConfig(_Strict):
+    """What a caller over a limit gets, before anything answers: ``busy`` (the trunk hears busy),
+    ``announce`` (an announcement as early media, then the call ends), or ``transfer`` (sent to ``transfer_to``,
+    a Dial() string such as a queue's Local channel or a phone)."""
+
+    policy: Literal["busy", "announce", "transfer"] = "busy"
+    announcement: str = Field(default="all-circuits-busy-now", pattern=r"^[A-Za-z0-9_/-]+$")
+    transfer_to: str | None = Field(default=None, pattern=r"^[A-Za-z0-9_/@.:+-]+$")
+
+    @model_validator(mode="after")
+    def _target(self) -> OverflowConfig:
+        if self.policy == "transfer" and not self.transfer_to:
+            raise ValueError("policy transfer needs transfer_to (a Dial() string, e.g. Local/s@operators)")
+        return self
+
+
+class TrunkConfig(_Strict):
+    """A trunk or number group with its own limit: the calls arriving on any of ``endpoints`` (PJSIP endpoint
+    names, as in the caller channel's name) or dialling any of ``numbers`` (numbers or patterns)."""
+
+    endpoints: list[str] = Field(default_factory=list)
+    numbers: list[str] = Field(default_factory=list)
+    max_concurrent_calls: int = Field(ge=0, le=100_000)
+    overflow: OverflowConfig | None = None  # None: the account's overflow policy
+
+    @model_validator(mode="after")
+    def _matches_something(self) -> TrunkConfig:
+        if not self.endpoints and not self.numbers:
+            raise ValueError("a trunk needs endpoints or numbers to match calls")
+        for value in self.numbers:
+            if not _NUMBER_PATTERN.match(value):
+                raise ValueError(f"{value!r} is neither a number nor an Asterisk pattern like _2XXX")
+        return self
+
+
+class AdmissionConfig(_Strict):
+    """Slots are leases: a slot whose call vanished without a release frees itself when its lease ends."""
+
+    agi_lease_ms: int = Field(default=30_000, ge=100)  # an AGI-admitted call must reach Stasis within this
+    session_lease_ms: int = Field(default=60_000, ge=300)  # a live call's slot, renewed while the call lasts
+    agi_enabled: bool = False  # serve agi://HOST:PORT/admit and /release for AGI dialplans
+    agi_host: str = "127.0.0.1"
+    agi_port: int = Field(default=4573, ge=0, le=65535)
+
+
 DEFAULT_NAMES = (
     "Alice", "Brian", "Carmen", "Daniel", "Emma", "Frank", "Grace", "Henry", "Irene", "Jacob", "Karen", "Louis",
     "Maria", "Nathan", "Olivia", "Peter", "Rachel", "Steven", "Tina", "Victor", "Wendy", "Oscar", "Hannah", "George",
@@ -203,6 +248,9 @@ class AccountConfig(_Strict):
     # An OpenAI-compatible chat model that reads slot values the flow's readers cannot and may reword replies;
     # never sent sensitive slots. None: no model.
     language_model: LanguageModelConfig | None = None
+    # Calls of this account at once (None: no limit); a call over it gets ``overflow`` before any answer.
+    max_concurrent_calls: int | None = Field(default=None, ge=0, le=100_000)
+    overflow: OverflowConfig = OverflowConfig()
 
     def endpoint_for(self, integration: str) -> str:
         return self.integrations.get(integration, integration)
@@ -241,6 +289,10 @@ class Settings(BaseSettings):
     # Backends the flows call (CRM, scheduling, banking), each with its own limits.
     integrations: dict[str, EndpointSettings] = Field(default_factory=dict)
     fallback_context: str = Field(default="agent-fallback", pattern=r"^[A-Za-z0-9_-]+$")
+    # Trunks and number groups with limits of their own, on top of each account's.
+    trunks: dict[str, TrunkConfig] = Field(default_factory=dict)
+    admission: AdmissionConfig = AdmissionConfig()
+    overflow_context: str = Field(default="agent-overflow", pattern=r"^[A-Za-z0-9_-]+$")
     log_level: str = Field(default="INFO", pattern=r"^(DEBUG|INFO|WARNING|ERROR)$")
 
     @field_validator("instance_id")

@@ -7,6 +7,8 @@ import contextlib
 import logging
 import signal
 
+from asterisk_agent.admission.agi_routes import admission_routes
+from asterisk_agent.agi.server import FastAgiServer
 from asterisk_agent.ari.client import AriClient
 from asterisk_agent.ari.errors import ApplicationReplaced, AriAuthError
 from asterisk_agent.ari.stream import EventStream
@@ -30,6 +32,10 @@ class Worker:
             reconnect_max_ms=ari.reconnect_max_ms,
         )
         self._task: asyncio.Task[None] | None = None
+        admission = settings.admission
+        self.agi: FastAgiServer | None = (
+            FastAgiServer(admission_routes(self.manager), admission.agi_host, admission.agi_port)
+            if admission.agi_enabled else None)
 
     async def start(self) -> None:
         """Check ARI credentials, then start the event stream in the background."""
@@ -37,6 +43,8 @@ class Worker:
         await self.manager.load_flows()
         await self.manager.load_speech()
         self._task = asyncio.create_task(self.stream.run(), name="ari-events")
+        if self.agi is not None:
+            await self.agi.start()
 
     async def wait_connected(self, timeout_s: float = 10.0) -> None:
         assert self._task is not None
@@ -54,6 +62,8 @@ class Worker:
         await self._task
 
     async def stop(self, *, send_callers_on: bool = True) -> None:
+        if self.agi is not None:
+            await self.agi.close()
         if self._task is not None:
             self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError, ApplicationReplaced):

@@ -58,6 +58,15 @@ def asterisk_ping() -> AriRequest:
     return AriRequest("GET", "/asterisk/ping")
 
 
+def set_global_variable(variable: str, value: str) -> AriRequest:
+    """A dialplan global (``[globals]``), e.g. which admission path ``from-trunk`` takes."""
+    return AriRequest("POST", "/asterisk/variable", {}, _q(variable=variable, value=value))
+
+
+def get_global_variable(variable: str) -> AriRequest:
+    return AriRequest("GET", "/asterisk/variable", {}, _q(variable=variable))
+
+
 def list_applications() -> AriRequest:
     return AriRequest("GET", "/applications")
 

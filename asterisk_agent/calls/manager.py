@@ -8,7 +8,10 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import Coroutine, Iterable
+from dataclasses import dataclass
 
+from asterisk_agent.admission.limits import limits_for
+from asterisk_agent.admission.slots import LocalAdmission, Slot
 from asterisk_agent.ari import requests as ari
 from asterisk_agent.ari.client import AriClient
 from asterisk_agent.ari.errors import AriError, AriNotFound
@@ -22,7 +25,7 @@ from asterisk_agent.ari.events import (
 )
 from asterisk_agent.ari.ids import IdFactory
 from asterisk_agent.calls.session import EndReason, Session, SessionOptions, fixed_replies
-from asterisk_agent.config import Settings
+from asterisk_agent.config import OverflowConfig, Settings
 from asterisk_agent.dialog.driver import (
     REWORD_WAIT_MS,
     FlowSetup,
@@ -47,6 +50,13 @@ from asterisk_agent.speech.vad import VadConfig
 from asterisk_agent.speech.voice import Voice
 
 log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class AgiAdmission:
+    status: str  # admitted, refused, unavailable
+    token: str = ""
+    overflow: OverflowConfig | None = None
 
 INBOUND = "inbound"
 
@@ -85,6 +95,10 @@ class CallManager:
         self.voice: Voice | None = None  # loaded by the worker before calls arrive (see load_speech)
         self.recognition: UtteranceRecognition | None = None
         self._prerender: asyncio.Task[None] | None = None
+        # Admission: every live session's slot token, by caller channel id; leases renewed by one task.
+        self.admission = LocalAdmission()
+        self.slots: dict[str, str] = {}
+        self._lease_keeper: asyncio.Task[None] | None = None
         # One client for every flow's backends (limits are per endpoint, shared by all calls); flows per account.
         self.integrations = IntegrationClient(settings.integrations) if settings.integrations else None
         self.flows: dict[str, FlowSetup] = {}  # filled by load_flows, before the first call
@@ -211,9 +225,10 @@ class CallManager:
         if channel.id in self.sessions:
             return  # already adopted during a resync
         did = event.args[1] if len(event.args) > 1 else channel.dialplan.exten
-        self._start_session(channel, did, adopted=False)
+        token = event.args[2] if len(event.args) > 2 else ""  # a slot FastAGI admitted the call to
+        self._start_session(channel, did, adopted=False, token=token)
 
-    def _start_session(self, channel: Channel, did: str, *, adopted: bool) -> Session | None:
+    def _start_session(self, channel: Channel, did: str, *, adopted: bool, token: str = "") -> Session | None:
         if not self._accepting:
             self._spawn(self._send_on(channel.id, did), "send-on")
             return None
@@ -221,6 +236,9 @@ class CallManager:
         if account is None:
             log.warning("no account owns the dialled number; sent to the fallback")
             self._spawn(self._send_on(channel.id, did), "send-on")
+            return None
+        slot = self._admit(channel, did, account, token, adopted=adopted)
+        if slot is None:
             return None
         conf = self.settings.accounts[account]
         timers = self.settings.timers
@@ -245,6 +263,7 @@ class CallManager:
         if self.media is not None and not self.media.clock.running:
             self.media.clock.start()
         self.sessions[channel.id] = session
+        self.slots[channel.id] = slot.token
         self._idle.clear()
         session.start()
         log.info("session %s started (account %s%s)", session.id, account, ", adopted" if adopted else "")
@@ -255,6 +274,7 @@ class CallManager:
             self.recognition.release(session.id)
         if self.sessions.get(session.caller.id) is session:
             del self.sessions[session.caller.id]
+            self.admission.release(self.slots.pop(session.caller.id))
         self.finished.append(session)
         del self.finished[:-1000]
         if not self.sessions:
@@ -264,6 +284,77 @@ class CallManager:
                 log.info("pacing since the last idle moment: %d intervals, deviation p50 %s ms p99 %s ms max %s ms, "
                          "%d stalls", window["intervals"], window["p50_ms"], window["p99_ms"], window["max_ms"],
                          window["stalls"])
+
+    # --- admission ------------------------------------------------------------------------------------
+
+    def _admit(self, channel: Channel, did: str, account: str, token: str, *, adopted: bool) -> Slot | None:
+        """The call's slot, decided before anything answers: the slot FastAGI admitted it to (``token``), or
+        a new one when every limit has room. A refused call gets its overflow policy; an adopted call (already
+        answered, found after a restart) is counted even over its limits."""
+        lease_ms = self.settings.admission.session_lease_ms
+        if token:
+            slot = self.admission.take_over(token, channel_id=channel.id, lease_ms=lease_ms)
+            if slot is not None:
+                self._keep_leases()
+                return slot
+            log.warning("slot token of an AGI admission unknown or expired: the call is admitted afresh")
+        limits = limits_for(self.settings, account, did, channel.name)
+        decision = self.admission.admit(limits, lease_ms=lease_ms, holder="session", channel_id=channel.id,
+                                        force=adopted)
+        if decision.slot is None:
+            assert decision.refused_by is not None
+            log.info("call refused by %s (%d at once): %s", decision.refused_by.key, decision.refused_by.maximum,
+                     decision.refused_by.overflow.policy)
+            self._spawn(self._overflow(channel.id, decision.refused_by.overflow), "overflow")
+            return None
+        self._keep_leases()
+        return decision.slot
+
+    def admit_before_stasis(self, did: str, channel_name: str, channel_id: str) -> AgiAdmission:
+        """The FastAGI ``admit`` route's decision for a call still in the dialplan: a slot whose token the call
+        carries into Stasis (counted once; its lease covers the way there), the overflow policy, or
+        ``unavailable`` (stopping, or no account owns the number: the dialplan's fallback)."""
+        account = self.settings.account_for(did) if self._accepting else None
+        if account is None:
+            return AgiAdmission("unavailable")
+        limits = limits_for(self.settings, account, did, channel_name)
+        decision = self.admission.admit(limits, lease_ms=self.settings.admission.agi_lease_ms, holder="agi",
+                                        channel_id=channel_id)
+        if decision.slot is None:
+            assert decision.refused_by is not None
+            log.info("call refused before Stasis by %s (%d at once): %s", decision.refused_by.key,
+                     decision.refused_by.maximum, decision.refused_by.overflow.policy)
+            return AgiAdmission("refused", overflow=decision.refused_by.overflow)
+        return AgiAdmission("admitted", token=decision.slot.token)
+
+    async def _overflow(self, channel_id: str, overflow: OverflowConfig) -> None:
+        """A refused caller, still unanswered: busy, an announcement as early media, or sent to a human queue
+        (the last two by the shipped ``agent-overflow`` context)."""
+        with contextlib.suppress(AriNotFound):
+            if overflow.policy == "busy":
+                await self.client.send(ari.hangup(channel_id, reason="busy"))
+                return
+            if overflow.policy == "announce":
+                await self.client.send(ari.set_channel_variable(channel_id, "AGENT_OVERFLOW_SOUND",
+                                                                overflow.announcement))
+            else:
+                assert overflow.transfer_to is not None
+                await self.client.send(ari.set_channel_variable(channel_id, "AGENT_OVERFLOW_DIAL",
+                                                                overflow.transfer_to))
+            await self.client.send(ari.continue_in_dialplan(channel_id, context=self.settings.overflow_context,
+                                                            extension=overflow.policy, priority=1))
+
+    def _keep_leases(self) -> None:
+        """Live calls' slots are leases: renewed while the call lasts (one task, started with the first)."""
+        if self._lease_keeper is None or self._lease_keeper.done():
+            self._lease_keeper = asyncio.get_running_loop().create_task(self._renew_leases(), name="leases")
+
+    async def _renew_leases(self) -> None:
+        lease_ms = self.settings.admission.session_lease_ms
+        while True:
+            await asyncio.sleep(lease_ms / 3000)
+            for token in list(self.slots.values()):
+                self.admission.renew(token, lease_ms)
 
     async def _send_on(self, channel_id: str, did: str) -> None:
         with contextlib.suppress(AriNotFound):
@@ -321,6 +412,10 @@ class CallManager:
     async def shutdown(self, *, send_callers_on: bool = True) -> None:
         """End every session: callers go on to the dialplan's fallback (or are hung up), resources removed."""
         self._accepting = False
+        if self._lease_keeper is not None:
+            self._lease_keeper.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._lease_keeper
         sessions = list(self.sessions.values())
         await asyncio.gather(
             *(s.end(EndReason.WORKER_SHUTDOWN, continue_to_fallback=send_callers_on) for s in sessions),

@@ -32,6 +32,8 @@ PB = "aa-pb-6a7b8c"
 SAMPLES: dict[str, list[dict[str, Any]]] = {
     "asterisk_info": [{}],
     "asterisk_ping": [{}],
+    "set_global_variable": [{"variable": "AGENT_ADMISSION_BY", "value": "agi"}],
+    "get_global_variable": [{"variable": "AGENT_ADMISSION_BY"}],
     "list_applications": [{}],
     "get_application": [{"name": "asterisk-agent"}],
     "list_channels": [{}],
