@@ -2,7 +2,7 @@
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
-DEB_PACKAGES := mmdebstrap uidmap util-linux python3-venv
+DEB_PACKAGES := mmdebstrap uidmap util-linux python3-venv postgresql
 CALLS ?= 10
 
 .PHONY: demo test lint typecheck unit pbx-root debian-packages install bench clean

@@ -18,6 +18,8 @@ from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, Settings
 
 from asterisk_agent.dialog.flow import Flow, FlowError, load_flow, shipped_flow
 from asterisk_agent.integrations.settings import EndpointSettings
+from asterisk_agent.outbox.settings import OutboxSettings, WebhookSettings
+from asterisk_agent.store.engine import StoreError, parse_store_url
 from asterisk_agent.textfile import UnreadableFile, read_text
 
 ENV_PREFIX = "ASTERISK_AGENT_"
@@ -245,6 +247,9 @@ class AccountConfig(_Strict):
     flow: str | None = None
     # The flow's integration names -> endpoints under `integrations:` (a name left out maps to the same name).
     integrations: dict[str, str] = Field(default_factory=dict)
+    # Where each call's context (at its start) and outcome (at its end) are POSTed, signed with the secret
+    # (docs/webhooks.md). None: no webhook. The secret is never logged.
+    webhook: WebhookSettings | None = None
     # An OpenAI-compatible chat model that reads slot values the flow's readers cannot and may reword replies;
     # never sent sensitive slots. None: no model.
     language_model: LanguageModelConfig | None = None
@@ -273,6 +278,30 @@ class AccountConfig(_Strict):
         return values
 
 
+STORE_FILE = "asterisk-agent.db"
+
+
+class StoreConfig(_Strict):
+    """The database every call is recorded in. ``url`` may carry a password: it is never shown in a repr, a
+    validation error or a log."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, hide_input_in_errors=True)
+
+    # Empty: the SQLite file asterisk-agent.db in data_dir. Else sqlite+aiosqlite:///FILE or
+    # postgresql+asyncpg://USER:PASSWORD@HOST:PORT/DATABASE.
+    url: str = Field(default="", repr=False)
+
+    @field_validator("url")
+    @classmethod
+    def _database_url(cls, value: str) -> str:
+        if value:
+            try:
+                parse_store_url(value)
+            except StoreError as exc:
+                raise ValueError(str(exc)) from None
+        return value
+
+
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(
         env_prefix=ENV_PREFIX, env_nested_delimiter="__", extra="forbid", frozen=True
@@ -288,6 +317,11 @@ class Settings(BaseSettings):
     )
     # Backends the flows call (CRM, scheduling, banking), each with its own limits.
     integrations: dict[str, EndpointSettings] = Field(default_factory=dict)
+    # The worker's own files (the SQLite store, recordings); a relative path is from the worker's folder.
+    data_dir: str = Field(default="data", min_length=1)
+    store: StoreConfig = StoreConfig()
+    # How the webhook messages of accounts with a `webhook` are delivered (every timer in milliseconds).
+    outbox: OutboxSettings = OutboxSettings()
     fallback_context: str = Field(default="agent-fallback", pattern=r"^[A-Za-z0-9_-]+$")
     # Trunks and number groups with limits of their own, on top of each account's.
     trunks: dict[str, TrunkConfig] = Field(default_factory=dict)
@@ -344,6 +378,14 @@ class Settings(BaseSettings):
         if problems:
             raise ValueError("; ".join(problems))
         return self
+
+    def store_url(self) -> str:
+        """The store's database URL: ``store.url``, or the SQLite file asterisk-agent.db in ``data_dir``."""
+        return self.store.url or f"sqlite+aiosqlite:///{Path(self.data_dir) / STORE_FILE}"
+
+    def webhooks(self) -> dict[str, WebhookSettings]:
+        """Each account that has a webhook, with it (what the outbox sender delivers to)."""
+        return {name: account.webhook for name, account in self.accounts.items() if account.webhook is not None}
 
     def account_for(self, number: str) -> str | None:
         """The account that owns a dialled number: exact numbers win over patterns, then the longest pattern."""
