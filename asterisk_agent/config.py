@@ -209,6 +209,16 @@ class TrunkConfig(_Strict):
         return self
 
 
+class RecordsConfig(_Strict):
+    """Each call's record (transcript, events, outcome) in the store, its two-channel recording under
+    ``data_dir``/recordings/ACCOUNT/, and the purge of records older than each account's retention."""
+
+    enabled: bool = True
+    recordings: bool = True  # a WAV per call (with media on): channel 1 the caller, channel 2 the agent
+    purge_interval_ms: int = Field(default=3_600_000, ge=1000)  # how often expired records are deleted
+    write_timeout_ms: int = Field(default=10_000, ge=100)  # the most a call's end waits for its record
+
+
 class AdmissionConfig(_Strict):
     """Slots are leases: a slot whose call vanished without a release frees itself when its lease ends."""
 
@@ -224,6 +234,7 @@ DEFAULT_NAMES = (
     "Maria", "Nathan", "Olivia", "Peter", "Rachel", "Steven", "Tina", "Victor", "Wendy", "Oscar", "Hannah", "George",
     "Julia", "Kevin", "Laura", "Martin", "Nora", "Paul",
 )
+_ACCOUNT_NAME = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
 _PERSON_NAME = re.compile(r"^[A-Za-z][A-Za-z' ]{0,63}$")
 
 
@@ -256,6 +267,10 @@ class AccountConfig(_Strict):
     # Calls of this account at once (None: no limit); a call over it gets ``overflow`` before any answer.
     max_concurrent_calls: int | None = Field(default=None, ge=0, le=100_000)
     overflow: OverflowConfig = OverflowConfig()
+    # Days this account's call records and recordings are kept; older ones are deleted (None: kept).
+    retention_days: int | None = Field(default=None, ge=1, le=36_500)
+    # Said by the agent before the recording starts ("This call is recorded."); None: recorded from the start.
+    consent_announcement: str | None = Field(default=None, min_length=1, max_length=500)
 
     def endpoint_for(self, integration: str) -> str:
         return self.integrations.get(integration, integration)
@@ -326,6 +341,7 @@ class Settings(BaseSettings):
     # Trunks and number groups with limits of their own, on top of each account's.
     trunks: dict[str, TrunkConfig] = Field(default_factory=dict)
     admission: AdmissionConfig = AdmissionConfig()
+    records: RecordsConfig = RecordsConfig()
     overflow_context: str = Field(default="agent-overflow", pattern=r"^[A-Za-z0-9_-]+$")
     log_level: str = Field(default="INFO", pattern=r"^(DEBUG|INFO|WARNING|ERROR)$")
 
@@ -354,6 +370,15 @@ class Settings(BaseSettings):
     def flow_of(self, account: str) -> Flow | None:
         """The account's flow as validation loaded it (None: the account has no flow)."""
         return self._loaded_flows.get(account)
+
+    @field_validator("accounts")
+    @classmethod
+    def _account_names(cls, accounts: dict[str, AccountConfig]) -> dict[str, AccountConfig]:
+        for name in accounts:
+            if not _ACCOUNT_NAME.match(name):
+                raise ValueError(f"account name {name!r}: use 1-64 letters, digits, '_' and '-' (it names the "
+                                 "account's recordings folder)")
+        return accounts
 
     @model_validator(mode="after")
     def _flows(self) -> Settings:

@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import logging
 import signal
+import uuid
 
 from asterisk_agent.admission.agi_routes import admission_routes
 from asterisk_agent.agi.server import FastAgiServer
@@ -13,7 +14,10 @@ from asterisk_agent.ari.client import AriClient
 from asterisk_agent.ari.errors import ApplicationReplaced, AriAuthError
 from asterisk_agent.ari.stream import EventStream
 from asterisk_agent.calls.manager import CallManager
+from asterisk_agent.calls.records import CallRecords
 from asterisk_agent.config import Settings
+from asterisk_agent.outbox.sender import OutboxSender
+from asterisk_agent.store.store import Store
 
 log = logging.getLogger(__name__)
 
@@ -32,6 +36,8 @@ class Worker:
             reconnect_max_ms=ari.reconnect_max_ms,
         )
         self._task: asyncio.Task[None] | None = None
+        self.store: Store | None = None
+        self.outbox: OutboxSender | None = None
         admission = settings.admission
         self.agi: FastAgiServer | None = (
             FastAgiServer(admission_routes(self.manager), admission.agi_host, admission.agi_port)
@@ -40,11 +46,25 @@ class Worker:
     async def start(self) -> None:
         """Check ARI credentials, then start the event stream in the background."""
         await self.client.info()
+        await self._open_records()
         await self.manager.load_flows()
         await self.manager.load_speech()
         self._task = asyncio.create_task(self.stream.run(), name="ari-events")
         if self.agi is not None:
             await self.agi.start()
+
+    async def _open_records(self) -> None:
+        """The store (schema upgraded), the records writer every session reports to, and the webhook sender
+        (which first delivers whatever an earlier run left queued)."""
+        if not self.settings.records.enabled or self.store is not None:
+            return
+        self.store = await Store.open(self.settings.store_url())
+        records = CallRecords(self.store, self.settings)
+        self.manager.records = records
+        records.start_purging()
+        self.outbox = OutboxSender(self.store, self.settings.webhooks(), self.settings.outbox,
+                                   owner=f"{self.settings.instance_id}-{uuid.uuid4().hex[:8]}")
+        await self.outbox.start()
 
     async def wait_connected(self, timeout_s: float = 10.0) -> None:
         assert self._task is not None
@@ -70,6 +90,13 @@ class Worker:
                 await self._task
         await self.manager.shutdown(send_callers_on=send_callers_on)
         await self.client.close()
+        if self.outbox is not None:
+            await self.outbox.stop()
+        if self.manager.records is not None:
+            await self.manager.records.close()
+        if self.store is not None:
+            await self.store.close()
+            self.store = None
 
 
 async def run_worker(settings: Settings) -> int:

@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import tempfile
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 from typing import Any
@@ -40,6 +41,7 @@ def worker_settings(testbed: TestBed, **overrides: Any) -> Settings:
         "timers": {"call_max_ms": 60_000, "digit_timeout_ms": 1500, "teardown_timeout_ms": 3000},
         "accounts": {"demo": {"numbers": ["_X."], "greeting": "beep"}},
         "media": {"enabled": False},  # keys only unless a test turns speech on
+        "data_dir": tempfile.mkdtemp(prefix="worker-data-"),  # the store and recordings: the test's own
     }
     for key, value in overrides.items():
         if isinstance(value, dict) and isinstance(data.get(key), dict):

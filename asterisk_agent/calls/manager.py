@@ -24,6 +24,7 @@ from asterisk_agent.ari.events import (
     channel_id_of,
 )
 from asterisk_agent.ari.ids import IdFactory
+from asterisk_agent.calls.records import CallRecords, session_id_for
 from asterisk_agent.calls.session import EndReason, Session, SessionOptions, fixed_replies
 from asterisk_agent.config import OverflowConfig, Settings
 from asterisk_agent.dialog.driver import (
@@ -98,6 +99,7 @@ class CallManager:
         # Admission: every live session's slot token, by caller channel id; leases renewed by one task.
         self.admission = LocalAdmission()
         self.slots: dict[str, str] = {}
+        self.records: CallRecords | None = None  # set by the worker once the store is open
         self._lease_keeper: asyncio.Task[None] | None = None
         # One client for every flow's backends (limits are per endpoint, shared by all calls); flows per account.
         self.integrations = IntegrationClient(settings.integrations) if settings.integrations else None
@@ -258,7 +260,8 @@ class CallManager:
             adopted=adopted, on_end=self._on_session_end, media=self.media, voice=self.voice,
             recognition=self.recognition, introduction=GrammarSpec("introduction", (tuple(conf.names),
                                                                                     conf.number_digits)),
-            flow=self.flows.get(account),
+            flow=self.flows.get(account), records=self.records, consent_announcement=conf.consent_announcement,
+            id=session_id_for(channel.id),
         )
         if self.media is not None and not self.media.clock.running:
             self.media.clock.start()

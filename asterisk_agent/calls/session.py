@@ -42,11 +42,13 @@ from asterisk_agent.ari.events import (
 )
 from asterisk_agent.ari.ids import IdFactory
 from asterisk_agent.calls.ledger import Kind, Ledger
+from asterisk_agent.calls.records import CallRecords
 from asterisk_agent.calls.turns import TurnDetector
 from asterisk_agent.dialog.driver import CallerInput, DialogDriver, FlowSetup, Keys, Silence, Utterance
 from asterisk_agent.dialog.engine import DialogRun, Escalate, Listen
 from asterisk_agent.media.frames import FRAME_MS, SAMPLE_RATE
 from asterisk_agent.media.leg import MediaContext, MediaLeg, Samples
+from asterisk_agent.media.recorder import CallRecorder
 from asterisk_agent.speech.endpointer import BargeIn, SpeechDiscarded, SpeechEnded, SpeechPaused, SpeechStarted
 from asterisk_agent.speech.recognition import UtteranceRecognition
 from asterisk_agent.speech.stt.base import Recognition
@@ -220,6 +222,8 @@ class Session:
     recognition: UtteranceRecognition | None = None  # with media and voice: the caller may talk
     introduction: GrammarSpec | None = None  # how this account's callers say who they are
     flow: FlowSetup | None = None  # the account's dialog flow: with it the call runs the flow
+    records: CallRecords | None = None  # where the call's record and recording go
+    consent_announcement: str | None = None  # said before the recording starts
 
     id: str = field(default_factory=lambda: uuid.uuid4().hex)
     token: str = field(default_factory=lambda: f"{secrets.randbelow(10_000):04d}")
@@ -236,6 +240,8 @@ class Session:
     barge_ins: list[tuple[int, int]] = field(default_factory=list)  # (frame, reply frames cut)
     transcript: list[Turn] = field(default_factory=list)
     dialog: DialogRun | None = None  # the flow's record of this call: turns, events, outcome
+    started_at: dt.datetime = field(default_factory=lambda: dt.datetime.now(dt.UTC))
+    recorder: CallRecorder | None = None  # the call's two-channel recording, fed on the media tick
 
     def __post_init__(self) -> None:
         self._started = time.monotonic()
@@ -258,6 +264,8 @@ class Session:
 
     def start(self) -> asyncio.Task[None]:
         if self._task is None:
+            if self.records is not None:
+                self.records.begin(self)
             self._task = asyncio.create_task(self._run(), name=f"session-{self.id}")
         return self._task
 
@@ -359,6 +367,7 @@ class Session:
             self.note("adopted_up")
         if self.media is not None:
             await self._start_media(self.media)
+            await self._start_recording()
         self.state = CallState.GREETING
         if self.flow is not None and self.media_leg is not None and self.voice is not None:
             await self._run_flow(self.flow)
@@ -417,9 +426,22 @@ class Session:
         self.turns = TurnDetector(media.vad, media.endpointer)
         self.media_leg.on_frame = self._on_frame
 
+    async def _start_recording(self) -> None:
+        """The call's recording, after the account's consent announcement when it has one."""
+        if self.records is None or self.media_leg is None:
+            return
+        if self.consent_announcement and self.voice is not None:
+            await self._say("", fixed=[self.consent_announcement], interruptible=False)
+            self.note("consent_announced")
+        self.recorder = await self.records.start_recording(self, self._tap_ms)
+        if self.recorder is not None:
+            self.note("recording", f"from {self._tap_ms()} ms")
+
     def _on_frame(self, heard: Samples, said: Samples) -> None:
         """Every 20 ms tick of the media leg (on the pacing clock: keep it cheap)."""
         assert self.turns is not None and self.media_leg is not None
+        if self.recorder is not None:
+            self.recorder.add(heard, said)
         for event in self.turns.feed(heard, said):
             if isinstance(event, BargeIn):
                 cut = self.media_leg.barge_in()
@@ -597,6 +619,22 @@ class Session:
         ``silence_ms`` (never while the caller is still speaking)."""
         self.state = CallState.COLLECTING
         self._grammar = grammar_for(listen)
+        if not listen.sensitive:
+            return await self._flow_input(listen)
+        # A PIN or an account number: silence in the recording, masked in the transcript.
+        if self.recorder is not None:
+            self.recorder.mute(f"sensitive: {listen.state}")
+        kept = len(self.transcript)
+        try:
+            return await self._flow_input(listen)
+        finally:
+            if self.recorder is not None:
+                self.recorder.unmute()
+            for turn in self.transcript[kept:]:
+                if turn.speaker == "caller" and not turn.text.startswith("keys:"):
+                    turn.text = "(masked)"
+
+    async def _flow_input(self, listen: Listen) -> CallerInput:
         loop = asyncio.get_running_loop()
         deadline = loop.time() + listen.silence_ms / 1000
         while True:
@@ -798,6 +836,8 @@ class Session:
         self.state = CallState.ENDED
         self.note("ended", self.end_reason.value if self.end_reason else reason.value)
         log.info("session %s ended: %s", self.id, self.end_reason.value if self.end_reason else reason.value)
+        if self.records is not None:
+            await self.records.finish(self)
         self._ended.set()
         if self.on_end is not None:
             self.on_end(self)

@@ -15,7 +15,7 @@ from urllib.parse import quote
 
 from asterisk_agent.dialog.flow import TEMPLATE_FIELD, Flow, SlotDef, StateDef
 from asterisk_agent.dialog.intents import IntentScoring, Nearest, combined_confidence
-from asterisk_agent.dialog.slots import SlotMatch, extract, find_yes_no, from_keys, spoken
+from asterisk_agent.dialog.slots import SlotMatch, extract, find_yes_no, from_keys, spoken, wire
 from asterisk_agent.dialog.templates import (
     TemplateError,
     is_fixed,
@@ -51,6 +51,8 @@ class Listen:
     keys_max: int = 1  # keys to collect before "#" (a slot's digits; 1 for menus and yes/no)
     silence_ms: int = 8000
     confirming: bool = False  # a read-back of ``slot_type``: yes, no, or a correction
+    # The answer is a sensitive slot (a PIN, an account number): masked in the transcript, muted in the recording.
+    sensitive: bool = False
 
 
 @dataclass(frozen=True)
@@ -186,6 +188,12 @@ class DialogRun:
         self.sensitive = frozenset(name for name, slot in flow.slots.items() if slot.sensitive)
         self.language_model = language_model  # a model may read slots the readers cannot
         self._filling: tuple[DialogTurn, float] | None = None  # the turn waiting for the model's reading
+
+    def masked_values(self) -> dict[str, Any]:
+        """The slots collected so far as a backend reads them (ISO dates, HH:MM), sensitive ones masked: what a
+        record or a webhook may carry."""
+        return {name: "(masked)" if name in self.sensitive else wire(value)
+                for name, value in self.values.items() if name in self.flow.slots}
 
     @property
     def finished(self) -> bool:
@@ -492,12 +500,14 @@ class DialogRun:
         if confirming:
             pending = self.flow.slots[self._pending.slot] if self._pending is not None else slot
             return Listen(self.state, pending.type if pending is not None else "yes_no", keys_max=1,
-                          silence_ms=self.flow.limits.silence_ms, confirming=True)
+                          silence_ms=self.flow.limits.silence_ms, confirming=True,
+                          sensitive=pending is not None and pending.sensitive)
         if slot is None:
             return Listen(self.state, None, tuple(state.intents), keys_max=1, silence_ms=self.flow.limits.silence_ms)
         choices = tuple(slot.choices) if slot.type in ("name", "choice") else ()
         keys_max = slot.max_digits if slot.type == "digits" else 4 if slot.type in ("date", "time") else 1
-        return Listen(self.state, slot.type, choices, keys_max=keys_max, silence_ms=self.flow.limits.silence_ms)
+        return Listen(self.state, slot.type, choices, keys_max=keys_max, silence_ms=self.flow.limits.silence_ms,
+                      sensitive=slot.sensitive)
 
     def _render(self, template: str) -> str:
         return render_spoken(template, self.values, self.sensitive)

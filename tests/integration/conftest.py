@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest_asyncio
 
+from asterisk_agent.backends.runner import ReferenceBackends
 from asterisk_agent.media.leg import MediaContext
 from asterisk_agent.media.pacer import PacingClock
 from asterisk_agent.media.transport import PortPool
@@ -38,3 +39,10 @@ async def caller_media() -> AsyncIterator[MediaContext]:
     yield MediaContext(pool=PortPool("127.0.0.1", 44000, 44199), clock=clock, app="carrier",
                        advertised_address="127.0.0.1")
     await clock.stop()
+
+
+@pytest_asyncio.fixture(loop_scope="session")
+async def backends() -> AsyncIterator[ReferenceBackends]:
+    """The reference backends (clinic, bank, insurance) on free local ports."""
+    async with ReferenceBackends() as running:
+        yield running

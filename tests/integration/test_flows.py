@@ -6,11 +6,10 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
-from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import Any
 
 import pytest
-import pytest_asyncio
 import yaml
 
 from asterisk_agent import demo_scenarios
@@ -31,23 +30,19 @@ pytestmark = [pytest.mark.asterisk, pytest.mark.usefixtures("leak_audit")]
 QUIET_MS = 1200  # a reply is over when the caller has heard this much silence (pieces pause 200 ms)
 
 
-@pytest_asyncio.fixture(loop_scope="session")
-async def backends() -> AsyncIterator[ReferenceBackends]:
-    async with ReferenceBackends() as running:
-        yield running
-
-
 async def flow_worker(make_worker, stt_cache: Path, backends: ReferenceBackends,  # type: ignore[no-untyped-def]
-                      account: str, flow: str | None = None, banking: dict[str, int] | None = None) -> Worker:
+                      account: str, flow: str | None = None, banking: dict[str, int] | None = None,
+                      account_settings: dict[str, Any] | None = None, **overrides: Any) -> Worker:
     """A speaking worker whose account ``account`` (number 100) runs ``flow`` (a path; by default the shipped
     flow of the account's name) against the reference backends (``banking``: the bank endpoint's limits)."""
     return await make_worker(
         media={"enabled": True, "port_min": 45200, "port_max": 45399},
         speech={"stt": {"whisper": {"cache_dir": str(stt_cache)}}},
-        accounts={account: {"numbers": ["100"], "flow": flow or account}},
+        accounts={account: {"numbers": ["100"], "flow": flow or account, **(account_settings or {})}},
         integrations={"scheduling": {"base_url": backends.urls["clinic"]},
                       "banking": {"base_url": backends.urls["bank"], **(banking or {})},
                       "crm": {"base_url": backends.urls["insurance"]}},
+        **overrides,
     )
 
 
