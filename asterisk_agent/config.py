@@ -209,6 +209,28 @@ class TrunkConfig(_Strict):
         return self
 
 
+class HandoffConfig(_Strict):
+    """Where an escalated caller goes: a warm transfer to the first of ``targets`` that answers (Dial()
+    strings: a PJSIP endpoint such as PJSIP/agent1, or a queue through a Local channel such as
+    Local/s@agent-queue), each rung for ``ring_ms``; the agent hears a summary first (``whisper``). When nobody
+    answers, the caller is offered a callback."""
+
+    targets: list[str] = Field(min_length=1)
+    ring_ms: int = Field(default=20_000, ge=1000, le=300_000)
+    moh_class: str = Field(default="default", pattern=r"^[A-Za-z0-9_-]+$")
+    whisper: bool = True
+    callback: bool = True  # offer a callback when no agent answers
+    no_agent_message: str = "I am sorry, no colleague is free right now."
+
+    @field_validator("targets")
+    @classmethod
+    def _dial_strings(cls, values: list[str]) -> list[str]:
+        for value in values:
+            if not re.match(r"^(PJSIP|SIP|IAX2|Local)/[A-Za-z0-9_@.:+/-]+$", value):
+                raise ValueError(f"{value!r} is not a Dial() target such as PJSIP/agent1 or Local/s@agent-queue")
+        return values
+
+
 class RecordsConfig(_Strict):
     """Each call's record (transcript, events, outcome) in the store, its two-channel recording under
     ``data_dir``/recordings/ACCOUNT/, and the purge of records older than each account's retention."""
@@ -267,6 +289,8 @@ class AccountConfig(_Strict):
     # Calls of this account at once (None: no limit); a call over it gets ``overflow`` before any answer.
     max_concurrent_calls: int | None = Field(default=None, ge=0, le=100_000)
     overflow: OverflowConfig = OverflowConfig()
+    # Where escalated callers go (a warm transfer to people); None: they are told so and the call ends.
+    handoff: HandoffConfig | None = None
     # Days this account's call records and recordings are kept; older ones are deleted (None: kept).
     retention_days: int | None = Field(default=None, ge=1, le=36_500)
     # Said by the agent before the recording starts ("This call is recorded."); None: recorded from the start.

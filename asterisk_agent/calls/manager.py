@@ -261,6 +261,7 @@ class CallManager:
             recognition=self.recognition, introduction=GrammarSpec("introduction", (tuple(conf.names),
                                                                                     conf.number_digits)),
             flow=self.flows.get(account), records=self.records, consent_announcement=conf.consent_announcement,
+            handoff_config=conf.handoff,
             id=session_id_for(channel.id),
         )
         if self.media is not None and not self.media.clock.running:

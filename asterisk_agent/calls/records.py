@@ -24,8 +24,11 @@ from typing import TYPE_CHECKING, Any
 from sqlalchemy.exc import IntegrityError
 
 from asterisk_agent.config import Settings
+from asterisk_agent.handoff.callback import CallbackRequest
+from asterisk_agent.handoff.summary import screen_pop
 from asterisk_agent.media.recorder import CallRecorder, RecordingSummary, recording_path
 from asterisk_agent.store.engine import StoreError
+from asterisk_agent.store.messages import iso
 from asterisk_agent.store.retention import delete_recording_files
 from asterisk_agent.store.store import Store
 
@@ -50,6 +53,7 @@ class _Open:
 
     start: asyncio.Task[None]
     resumed: bool = False
+    writes: set[asyncio.Task[None]] = field(default_factory=set)  # screen-pops in flight
     recorder: CallRecorder | None = None
     recording_from_ms: int = 0  # the tap offset where the recording begins (after a consent announcement)
 
@@ -131,6 +135,8 @@ class CallRecords:
             async with asyncio.timeout(self.settings.records.write_timeout_ms / 1000):
                 if entry.recorder is not None:
                     summary = await entry.recorder.close()
+                if entry.writes:
+                    await asyncio.gather(*entry.writes, return_exceptions=True)
                 await asyncio.shield(entry.start)
                 await self._write_end(session, entry, summary)
             self.stats.finished += 1
@@ -181,11 +187,62 @@ class CallRecords:
             data["slots"] = run.masked_values()
             if run.escalation is not None:
                 data["escalation"] = {"reason": run.escalation.reason, "detail": run.escalation.detail}
+        if session.transfer is not None:
+            record = session.transfer.record
+            data["handoff"] = {
+                "outcome": record.outcome, "answered_by": record.answered_by, "hold_ms": record.hold_ms,
+                "whisper_ms": record.whisper_ms, "bridged_ms": record.bridged_ms, "ended_by": record.ended_by,
+                "attempts": [{"target": a.target, "result": a.result.value if a.result else None,
+                              "cause": a.cause, "ring_ms": a.ring_ms} for a in record.attempts]}
+        if session.callback is not None:
+            data["callback"] = {"requested": True}
         if summary is not None:
             data["recording_ms"] = summary.duration_ms
             if summary.error is not None:
                 data["recording_error"] = summary.error
         return data
+
+    # --- handoff ----------------------------------------------------------------------------------------
+
+    def screen_pop(self, session: Session, kind: str, target: str) -> None:
+        """The agent desktop's screen-pop (``handoff.ringing``, then ``handoff.answered``), through the outbox;
+        written in the background, finished before the call's end is."""
+        entry = self._open.get(session.id)
+        account = self.settings.accounts[session.account]
+        if entry is None or account.webhook is None:
+            return
+        reason = session.transfer.record.reason if session.transfer is not None else ""
+        data = screen_pop(session, kind.removeprefix("handoff."), target, reason)
+        task = asyncio.get_running_loop().create_task(self._notify(session, entry, kind, data),
+                                                      name=f"screen-pop-{session.id[:12]}")
+        entry.writes.add(task)
+        task.add_done_callback(entry.writes.discard)
+
+    async def _notify(self, session: Session, entry: _Open, kind: str, data: dict[str, Any]) -> None:
+        try:
+            await asyncio.shield(entry.start)
+            async with self.store.transaction() as tx:
+                await tx.notify(kind, session.account, session.id, data)
+        except Exception as exc:  # a lost screen-pop must not end the call
+            log.error("session %s: %s could not be queued: %s", session.id, kind, type(exc).__name__)
+
+    async def request_callback(self, session: Session, request: CallbackRequest) -> None:
+        """Store the caller's callback request and queue its ``callback.requested`` message, together."""
+        entry = self._open.get(session.id)
+        if entry is None:
+            return
+        notify = self.settings.accounts[session.account].webhook is not None
+        try:
+            await asyncio.shield(entry.start)
+            async with self.store.transaction() as tx:
+                callback_id = await tx.add_callback(session.account, number=request.number, session_id=session.id,
+                                                    preferred_at=request.preferred_at, reason=request.reason[:128])
+                if notify:
+                    await tx.notify("callback.requested", session.account, session.id, {
+                        "callback_id": callback_id, "number": request.number, "reason": request.reason,
+                        "preferred_at": iso(request.preferred_at) if request.preferred_at else None})
+        except Exception as exc:
+            log.error("session %s: the callback request could not be stored: %s", session.id, type(exc).__name__)
 
     # --- retention --------------------------------------------------------------------------------------
 

@@ -39,13 +39,18 @@ from asterisk_agent.ari.events import (
     PlaybackFinished,
     StasisEnd,
     StasisStart,
+    channel_id_of,
 )
 from asterisk_agent.ari.ids import IdFactory
 from asterisk_agent.calls.ledger import Kind, Ledger
 from asterisk_agent.calls.records import CallRecords
 from asterisk_agent.calls.turns import TurnDetector
+from asterisk_agent.config import HandoffConfig
 from asterisk_agent.dialog.driver import CallerInput, DialogDriver, FlowSetup, Keys, Silence, Utterance
 from asterisk_agent.dialog.engine import DialogRun, Escalate, Listen
+from asterisk_agent.handoff.callback import CallbackRequest, offer_callback
+from asterisk_agent.handoff.summary import agent_summary
+from asterisk_agent.handoff.transfer import WarmTransfer
 from asterisk_agent.media.frames import FRAME_MS, SAMPLE_RATE
 from asterisk_agent.media.leg import MediaContext, MediaLeg, Samples
 from asterisk_agent.media.recorder import CallRecorder
@@ -72,6 +77,7 @@ class CallState(Enum):
     READING_BACK = "reading_back"
     RECOGNIZING = "recognizing"
     REPLYING = "replying"
+    HANDING_OFF = "handing_off"
     ENDING = "ending"
     ENDED = "ended"
 
@@ -224,6 +230,7 @@ class Session:
     flow: FlowSetup | None = None  # the account's dialog flow: with it the call runs the flow
     records: CallRecords | None = None  # where the call's record and recording go
     consent_announcement: str | None = None  # said before the recording starts
+    handoff_config: HandoffConfig | None = None  # where an escalated caller goes (None: told so, then hung up)
 
     id: str = field(default_factory=lambda: uuid.uuid4().hex)
     token: str = field(default_factory=lambda: f"{secrets.randbelow(10_000):04d}")
@@ -242,6 +249,8 @@ class Session:
     dialog: DialogRun | None = None  # the flow's record of this call: turns, events, outcome
     started_at: dt.datetime = field(default_factory=lambda: dt.datetime.now(dt.UTC))
     recorder: CallRecorder | None = None  # the call's two-channel recording, fed on the media tick
+    transfer: WarmTransfer | None = None  # a warm transfer under way (or done)
+    callback: CallbackRequest | None = None  # what the caller asked for when nobody was free
 
     def __post_init__(self) -> None:
         self._started = time.monotonic()
@@ -254,6 +263,7 @@ class Session:
         self._early: tuple[tuple[int, int], asyncio.Task[Recognition]] | None = None
         self._grammar: GrammarSpec | None = self.introduction  # what the caller is expected to say now
         self._caller_speaking = False
+        self._handing_off = False
         self._task: asyncio.Task[None] | None = None
         self._ended = asyncio.Event()
         self._ending = False
@@ -291,6 +301,9 @@ class Session:
             if not started.done():
                 started.set_result(None)
             return
+        if self.transfer is not None and self.transfer.owns(channel_id_of(event)):
+            self.transfer.deliver(event)  # the agent leg: ringing, answered, busy, gone
+            return
         if isinstance(event, PlaybackFinished):
             waiter = self._playbacks.pop(event.playback_id, None)
             self.ledger.mark_released(event.playback_id)
@@ -319,6 +332,8 @@ class Session:
         if self._caller_gone:
             return
         self._caller_gone = True
+        if self.transfer is not None:
+            self.transfer.caller_left()
         self.ledger.mark_released(self.caller.id)
         self.note("caller_left", reason.value)
         if self.end_reason is None:
@@ -442,6 +457,8 @@ class Session:
         assert self.turns is not None and self.media_leg is not None
         if self.recorder is not None:
             self.recorder.add(heard, said)
+        if self._handing_off:
+            return  # on hold, then people talking: nothing for the session to hear
         for event in self.turns.feed(heard, said):
             if isinstance(event, BargeIn):
                 cut = self.media_leg.barge_in()
@@ -603,6 +620,48 @@ class Session:
         self.note("flow_outcome", outcome)
         log.info("session %s flow %s ended: %s", self.id, setup.flow.name, outcome)
         self.end_reason = EndReason.ESCALATED if outcome.startswith("escalated") else EndReason.COMPLETED
+        if outcome.startswith("escalated") and self.handoff_config is not None:
+            await self._hand_off(self.handoff_config, outcome.removeprefix("escalated:"))
+
+    # --- handing the caller to a person -----------------------------------------------------------------
+
+    async def _hand_off(self, config: HandoffConfig, reason: str) -> None:
+        """A warm transfer; when nobody answers, the callback offer. The call ends after either."""
+        leg, media = self.media_leg, self.media
+        assert leg is not None and leg.bridge_id is not None and media is not None
+        self.transfer = transfer = WarmTransfer(
+            client=self.client, ids=self.ids, ledger=self.ledger, app=media.app, caller_channel=self.caller.id,
+            caller_number=self.caller.caller_number, caller_name=self.caller.caller_name,
+            media_bridge=leg.bridge_id, config=config, reason=reason, summary=agent_summary(self, reason),
+            whisper=self._whisper, stasis_started=self._stasis_future,
+            on_ringing=lambda target: self._screen_pop("handoff.ringing", target),
+            on_answered=lambda target: self._screen_pop("handoff.answered", target))
+        self._handing_off = True
+        self.state = CallState.HANDING_OFF
+        self.note("handoff", reason)
+        record = await transfer.run()
+        if record.answered_by is not None:
+            self.note("handoff_bridged", record.answered_by)
+            await transfer.wait_agent_gone()  # the caller hanging up ends the session (and this task) instead
+            self.note("agent_left")
+            return
+        self._handing_off = False
+        self.note("handoff_failed", record.outcome)
+        if config.callback:
+            self.callback = await offer_callback(_SessionSide(self), self, config.no_agent_message, reason)
+            if self.callback is not None and self.records is not None:
+                await self.records.request_callback(self, self.callback)
+        else:
+            await self._flow_say(config.no_agent_message, fixed=True)
+
+    async def _whisper(self, text: str) -> None:
+        """Said to the agent alone (the caller is on hold), never barged in on."""
+        self.transcript.append(Turn("agent", f"(to the agent) {text}", start_ms=self._tap_ms()))
+        await self._say(text, interruptible=False)
+
+    def _screen_pop(self, kind: str, target: str) -> None:
+        if self.records is not None:
+            self.records.screen_pop(self, kind, target)
 
     async def _flow_say(self, text: str, *, fixed: bool) -> None:
         leg = self.media_leg

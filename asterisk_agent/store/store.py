@@ -159,6 +159,14 @@ class StoreTransaction:
         await self.db.flush()
         return True
 
+    async def notify(self, kind: str, account: str, session_id: str, data: Mapping[str, Any]) -> str:
+        """Queue one more webhook message about a call (a handoff's screen-pop, a callback request) in this
+        transaction; returns its idempotency key."""
+        _bounded("kind", kind, 32, required=True)
+        key = self._queue(kind, account, session_id, utcnow(), data)
+        await self.db.flush()
+        return key
+
     async def add_turn(self, session_id: str, *, speaker: str, text: str, confidence: float | None = None,
                        start_ms: int | None = None, end_ms: int | None = None) -> int:
         """One turn (``start_ms``/``end_ms``: offsets into the call's recording). Returns the turn's id."""
