@@ -251,6 +251,51 @@ class AdmissionConfig(_Strict):
     agi_port: int = Field(default=4573, ge=0, le=65535)
 
 
+SAMPLE_AMI_SECRET = "change-me-ami-secret"  # noqa: S105 - the placeholder of manager.conf, refused off loopback
+_AMI_NAME = re.compile(r"^[A-Za-z0-9_.@+-]{1,80}$")
+
+
+class AmiConfig(_Strict):
+    """Asterisk's Manager Interface (manager.conf), read to know which human agents are free: queue members
+    with their paused and in-use state, and the device states of agents dialled directly (docs/agents.md).
+    ``secret`` is never shown in a repr, a validation error or a log."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, hide_input_in_errors=True)
+
+    enabled: bool = False
+    host: str = Field(default="127.0.0.1", min_length=1, pattern=r"^[A-Za-z0-9_.:-]+$")
+    port: int = Field(default=5038, ge=1, le=65535)
+    username: str = Field(default="asterisk-agent", pattern=r"^[A-Za-z0-9_.@+-]{1,80}$")
+    secret: str = Field(default=SAMPLE_AMI_SECRET, repr=False, min_length=1, max_length=256)
+    connect_timeout_ms: int = Field(default=3000, ge=50, le=120_000)  # TCP connect and login
+    action_timeout_ms: int = Field(default=5000, ge=50, le=120_000)  # one action's whole answer (a list too)
+    ping_interval_ms: int = Field(default=10_000, ge=100, le=600_000)  # a silent dead link is found this late
+    reconnect_min_ms: int = Field(default=100, ge=1)
+    reconnect_max_ms: int = Field(default=5000, ge=1)
+    queues: list[str] = Field(default_factory=list)  # the queues to watch; empty: every queue
+
+    @field_validator("secret")
+    @classmethod
+    def _one_line(cls, value: str) -> str:
+        if any(ord(char) < 32 or ord(char) == 127 for char in value):
+            raise ValueError("must not hold control characters (line breaks would end the AMI message)")
+        return value
+
+    @field_validator("queues")
+    @classmethod
+    def _queue_names(cls, values: list[str]) -> list[str]:
+        for value in values:
+            if not _AMI_NAME.match(value):
+                raise ValueError(f"{value!r} is not a queue name (letters, digits, '_', '.', '@', '+', '-')")
+        return values
+
+    @model_validator(mode="after")
+    def _backoff_order(self) -> AmiConfig:
+        if self.reconnect_max_ms < self.reconnect_min_ms:
+            raise ValueError("reconnect_max_ms must be at least reconnect_min_ms")
+        return self
+
+
 DEFAULT_NAMES = (
     "Alice", "Brian", "Carmen", "Daniel", "Emma", "Frank", "Grace", "Henry", "Irene", "Jacob", "Karen", "Louis",
     "Maria", "Nathan", "Olivia", "Peter", "Rachel", "Steven", "Tina", "Victor", "Wendy", "Oscar", "Hannah", "George",
@@ -365,6 +410,8 @@ class Settings(BaseSettings):
     # Trunks and number groups with limits of their own, on top of each account's.
     trunks: dict[str, TrunkConfig] = Field(default_factory=dict)
     admission: AdmissionConfig = AdmissionConfig()
+    # AMI, for agent availability (who may be rung); off unless enabled.
+    ami: AmiConfig = AmiConfig()
     records: RecordsConfig = RecordsConfig()
     overflow_context: str = Field(default="agent-overflow", pattern=r"^[A-Za-z0-9_-]+$")
     log_level: str = Field(default="INFO", pattern=r"^(DEBUG|INFO|WARNING|ERROR)$")
@@ -543,6 +590,11 @@ def deployment_problems(settings: Settings) -> tuple[list[str], list[str]]:
         errors.append(
             "ari.password: still the sample's placeholder while ari.url points off this machine; "
             "set the password from your ari.conf"
+        )
+    if settings.ami.enabled and settings.ami.secret == SAMPLE_AMI_SECRET and not _is_loopback(settings.ami.host):
+        errors.append(
+            "ami.secret: still the sample's placeholder while ami.host is another machine; "
+            "set the secret from your manager.conf"
         )
     for name, account in settings.accounts.items():
         flow = settings.flow_of(name)

@@ -10,6 +10,7 @@ import uuid
 
 from asterisk_agent.admission.agi_routes import admission_routes
 from asterisk_agent.agi.server import FastAgiServer
+from asterisk_agent.ami.availability import AgentAvailability
 from asterisk_agent.ari.client import AriClient
 from asterisk_agent.ari.errors import ApplicationReplaced, AriAuthError
 from asterisk_agent.ari.stream import EventStream
@@ -42,6 +43,8 @@ class Worker:
         self.agi: FastAgiServer | None = (
             FastAgiServer(admission_routes(self.manager), admission.agi_host, admission.agi_port)
             if admission.agi_enabled else None)
+        # Which human agents are free (docs/agents.md); None when ami.enabled is off.
+        self.availability = AgentAvailability(settings.ami) if settings.ami.enabled else None
 
     async def start(self) -> None:
         """Check ARI credentials, then start the event stream in the background."""
@@ -52,6 +55,8 @@ class Worker:
         self._task = asyncio.create_task(self.stream.run(), name="ari-events")
         if self.agi is not None:
             await self.agi.start()
+        if self.availability is not None:
+            await self.availability.start()  # in the background: AMI being down does not stop the worker
 
     async def _open_records(self) -> None:
         """The store (schema upgraded), the records writer every session reports to, and the webhook sender
@@ -84,6 +89,8 @@ class Worker:
     async def stop(self, *, send_callers_on: bool = True) -> None:
         if self.agi is not None:
             await self.agi.close()
+        if self.availability is not None:
+            await self.availability.stop()
         if self._task is not None:
             self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError, ApplicationReplaced):
