@@ -45,6 +45,7 @@ class Worker:
             if admission.agi_enabled else None)
         # Which human agents are free (docs/agents.md); None when ami.enabled is off.
         self.availability = AgentAvailability(settings.ami) if settings.ami.enabled else None
+        self.manager.availability = self.availability
 
     async def start(self) -> None:
         """Check ARI credentials, then start the event stream in the background."""

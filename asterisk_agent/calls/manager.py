@@ -12,6 +12,7 @@ from dataclasses import dataclass
 
 from asterisk_agent.admission.limits import limits_for
 from asterisk_agent.admission.slots import LocalAdmission, Slot
+from asterisk_agent.ami.availability import AgentAvailability
 from asterisk_agent.ari import requests as ari
 from asterisk_agent.ari.client import AriClient
 from asterisk_agent.ari.errors import AriError, AriNotFound
@@ -100,6 +101,7 @@ class CallManager:
         self.admission = LocalAdmission()
         self.slots: dict[str, str] = {}
         self.records: CallRecords | None = None  # set by the worker once the store is open
+        self.availability: AgentAvailability | None = None  # set by the worker when AMI is on
         self._lease_keeper: asyncio.Task[None] | None = None
         # One client for every flow's backends (limits are per endpoint, shared by all calls); flows per account.
         self.integrations = IntegrationClient(settings.integrations) if settings.integrations else None
@@ -261,7 +263,7 @@ class CallManager:
             recognition=self.recognition, introduction=GrammarSpec("introduction", (tuple(conf.names),
                                                                                     conf.number_digits)),
             flow=self.flows.get(account), records=self.records, consent_announcement=conf.consent_announcement,
-            handoff_config=conf.handoff,
+            handoff_config=conf.handoff, availability=self.availability,
             id=session_id_for(channel.id),
         )
         if self.media is not None and not self.media.clock.running:

@@ -27,6 +27,7 @@ from enum import Enum
 
 import numpy as np
 
+from asterisk_agent.ami.availability import AgentAvailability
 from asterisk_agent.ari import requests as ari
 from asterisk_agent.ari.client import AriClient
 from asterisk_agent.ari.errors import AriConflict, AriError, AriNotFound
@@ -231,6 +232,7 @@ class Session:
     records: CallRecords | None = None  # where the call's record and recording go
     consent_announcement: str | None = None  # said before the recording starts
     handoff_config: HandoffConfig | None = None  # where an escalated caller goes (None: told so, then hung up)
+    availability: AgentAvailability | None = None  # which agents are free (AMI); None: ring without asking
 
     id: str = field(default_factory=lambda: uuid.uuid4().hex)
     token: str = field(default_factory=lambda: f"{secrets.randbelow(10_000):04d}")
@@ -264,6 +266,7 @@ class Session:
         self._grammar: GrammarSpec | None = self.introduction  # what the caller is expected to say now
         self._caller_speaking = False
         self._handing_off = False
+        self._claims: set[str] = set()  # agents claimed for ringing (released once the transfer decided)
         self._task: asyncio.Task[None] | None = None
         self._ended = asyncio.Event()
         self._ending = False
@@ -633,13 +636,16 @@ class Session:
             client=self.client, ids=self.ids, ledger=self.ledger, app=media.app, caller_channel=self.caller.id,
             caller_number=self.caller.caller_number, caller_name=self.caller.caller_name,
             media_bridge=leg.bridge_id, config=config, reason=reason, summary=agent_summary(self, reason),
-            whisper=self._whisper, stasis_started=self._stasis_future,
+            whisper=self._whisper, stasis_started=self._stasis_future, available=self._agent_free,
             on_ringing=lambda target: self._screen_pop("handoff.ringing", target),
             on_answered=lambda target: self._screen_pop("handoff.answered", target))
         self._handing_off = True
         self.state = CallState.HANDING_OFF
         self.note("handoff", reason)
-        record = await transfer.run()
+        try:
+            record = await transfer.run()
+        finally:
+            self._release_claims()
         if record.answered_by is not None:
             self.note("handoff_bridged", record.answered_by)
             await transfer.wait_agent_gone()  # the caller hanging up ends the session (and this task) instead
@@ -653,6 +659,26 @@ class Session:
                 await self.records.request_callback(self, self.callback)
         else:
             await self._flow_say(config.no_agent_message, fixed=True)
+
+    def _agent_free(self, target: str) -> bool | None:
+        """Whether a target may be rung: an agent endpoint busy, ringing or paused is skipped; one that is free
+        is claimed, so a simultaneous transfer does not ring it too. Unknown (no AMI, a stale view, a queue
+        target): rung."""
+        availability = self.availability
+        if availability is None or not target.startswith(("PJSIP/", "SIP/", "IAX2/")):
+            return None
+        if availability.can_ring_endpoint(target) is None:
+            return None
+        if availability.claim(target):
+            self._claims.add(target)
+            return True
+        return False
+
+    def _release_claims(self) -> None:
+        if self.availability is not None:
+            for target in self._claims:
+                self.availability.release(target)
+        self._claims.clear()
 
     async def _whisper(self, text: str) -> None:
         """Said to the agent alone (the caller is on hold), never barged in on."""
