@@ -49,6 +49,7 @@ bench: pbx-root
 	$(BIN)/python bench/flow_bench.py --json bench/results/flow.json --markdown BENCHMARKS.md
 	$(BIN)/python bench/integration_bench.py --json bench/results/integration.json
 	$(BIN)/python bench/intent_bench.py --json bench/results/intent.json --markdown BENCHMARKS.md
+	$(BIN)/python bench/records_bench.py --json bench/results/records.json --markdown BENCHMARKS.md
 
 clean:
 	-$(BIN)/asterisk-agent pbx down
