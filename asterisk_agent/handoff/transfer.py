@@ -33,7 +33,7 @@ from typing import Any
 from asterisk_agent.ari import requests as ari
 from asterisk_agent.ari.client import AriClient
 from asterisk_agent.ari.errors import AriConflict, AriNotFound
-from asterisk_agent.ari.events import ChannelDestroyed, ChannelHangupRequest, ChannelStateChange, Dial, Event
+from asterisk_agent.ari.events import ChannelDestroyed, ChannelStateChange, Dial, Event
 from asterisk_agent.ari.ids import IdFactory
 from asterisk_agent.calls.ledger import Kind, Ledger
 from asterisk_agent.config import HandoffConfig
@@ -41,7 +41,8 @@ from asterisk_agent.config import HandoffConfig
 log = logging.getLogger(__name__)
 
 CAUSE_BUSY = 17
-NO_ANSWER_CAUSES = frozenset({18, 19})  # no user responding, no answer
+CAUSE_REJECTED = 21  # the agent's phone declined the call: as good as busy
+NO_ANSWER_CAUSES = frozenset({0, 18, 19})  # unknown (cancelled), no user responding, no answer
 BUSY_DIALSTATUS = frozenset({"BUSY"})
 NO_ANSWER_DIALSTATUS = frozenset({"NOANSWER"})
 
@@ -112,7 +113,9 @@ class _AgentLeg:
                 self.answered.set_result(None)
         elif isinstance(event, Dial) and event.dialstatus:
             self.dialstatus = event.dialstatus
-        elif isinstance(event, ChannelHangupRequest | ChannelDestroyed) and not self.ended.done():
+        elif isinstance(event, ChannelDestroyed) and not self.ended.done():
+            # The destruction carries the cause that tells the outcome apart (a hangup request before it may
+            # say 32 where the channel then ends with 19, no answer).
             self.ended.set_result(event.cause)
 
 
@@ -235,7 +238,7 @@ class WarmTransfer:
 
     @staticmethod
     def _result_of(cause: int | None, dialstatus: str | None) -> AgentResult:
-        if dialstatus in BUSY_DIALSTATUS or cause == CAUSE_BUSY:
+        if dialstatus in BUSY_DIALSTATUS or cause in (CAUSE_BUSY, CAUSE_REJECTED):
             return AgentResult.BUSY
         if cause is None or dialstatus in NO_ANSWER_DIALSTATUS or cause in NO_ANSWER_CAUSES:
             return AgentResult.NO_ANSWER  # no cause: our ring timer ran out first
