@@ -80,6 +80,10 @@ class OutboxSender:
         self._owns_session = session is None
         self._rng = rng or random.Random()
         self._wake = asyncio.Event()
+        # A batch's POSTs go out together, but their results are written one at a time: concurrent writes would
+        # each take a connection of their own (opening one per message once the pool's few are busy) and, on
+        # SQLite, queue on its single write lock anyway.
+        self._writing = asyncio.Lock()
         self._stopping = False
         self._task: asyncio.Task[None] | None = None
 
@@ -186,14 +190,16 @@ class OutboxSender:
         try:
             if result.ok:
                 assert result.status is not None
-                await mark_delivered(self.store.engine, message.id, status=result.status)
+                async with self._writing:
+                    await mark_delivered(self.store.engine, message.id, status=result.status)
                 self.stats.delivered += 1
                 log.info("outbox: %s %s %s delivered to %s (%d, attempt %d)", message.account, message.kind,
                          message.key, target.where, result.status, message.attempts)
                 return
             retry_s = self._retry_s(message, result)
-            kept = await mark_failed(self.store.engine, message.id, self.owner, status=result.status,
-                                     error=result.error, retry_in_ms=retry_s * 1000)
+            async with self._writing:
+                kept = await mark_failed(self.store.engine, message.id, self.owner, status=result.status,
+                                         error=result.error, retry_in_ms=retry_s * 1000)
         except _DATABASE_ERRORS as exc:
             # The result is lost; the lease passes and the message is sent again (at least once).
             self.stats.database_errors += 1
